@@ -1,0 +1,3 @@
+from pal.cli.main import main
+
+main()

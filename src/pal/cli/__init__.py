@@ -1,0 +1,1 @@
+"""The ``pal`` command line: server, console, db (daemon, cli and up come later)."""

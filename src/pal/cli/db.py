@@ -1,0 +1,24 @@
+"""``pal db``: database maintenance."""
+
+from __future__ import annotations
+
+import typer
+
+from pal.config import ConfigError, ensure_home, load_settings
+from pal.store import migrate
+
+app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+
+
+@app.command("upgrade")
+def upgrade() -> None:
+    """Migrate PAL_DB to the newest schema (the server also does this at start)."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if settings.is_sqlite:
+        ensure_home(settings.home)
+    migrate.upgrade(settings.db_url)
+    typer.echo(f"database at revision {migrate.current_revision(settings.db_url)}")

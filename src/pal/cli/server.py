@@ -1,0 +1,52 @@
+"""``pal server``: run the server under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+import uvicorn
+
+from pal.config import ConfigError, load_settings
+from pal.server.app import create_app
+
+
+def serve(
+    host: str | None = typer.Option(None, "--host", help="Bind address [env: PAL_HOST]"),
+    port: int | None = typer.Option(None, "--port", help="Bind port [env: PAL_PORT]"),
+) -> None:
+    """Run the pal server until interrupted."""
+    try:
+        overrides: dict[str, object] = {}
+        if host:
+            overrides["host"] = host
+        if port is not None:
+            overrides["port"] = port
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    app = create_app(settings)
+    typer.echo(f"pal server on http://{settings.host}:{settings.port} (db: {_describe(settings.db_url)})", err=True)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+
+
+def _describe(url: str) -> str:
+    if url.startswith("sqlite"):
+        return url.removeprefix("sqlite:///")
+    import sqlalchemy as sa
+
+    return sa.engine.make_url(url).render_as_string(hide_password=True)

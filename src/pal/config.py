@@ -1,0 +1,133 @@
+"""Settings from the environment, with the seed README's names and defaults.
+
+Every variable pal reads is listed in ``ENV_VARS``; ``docs/configuration.md`` documents each
+one and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4127
+DEFAULT_SERVER_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+DEFAULT_DAEMON_URL = "http://127.0.0.1:4137"
+DEFAULT_REACTION_EMOJI = "Typing"
+
+ENV_VARS: dict[str, str] = {
+    "PAL_HOME": "~/.pal",
+    "PAL_DB": "$PAL_HOME/lock.sqlite",
+    "PAL_HOST": DEFAULT_HOST,
+    "PAL_PORT": str(DEFAULT_PORT),
+    "PAL_SERVER": DEFAULT_SERVER_URL,
+    "LOCK_SERVER_URL": "-",
+    "PAL_API_KEY": "-",
+    "PAL_AGENT": "-",
+    "PAL_COMPUTER_ID": "-",
+    "PAL_COMPUTER_SECRET": "-",
+    "LOCK_DAEMON_URL": DEFAULT_DAEMON_URL,
+    "LOCK_DAEMON_TOKEN": "token file fallback",
+    "PAL_LARK_CONFIG": "$PAL_HOME/lark.json",
+    "PAL_LARK_ACTION_REACTION_EMOJI": DEFAULT_REACTION_EMOJI,
+    "PAL_LOG_LEVEL": "info",
+}
+
+
+class ConfigError(ValueError):
+    """A setting has a value pal cannot use; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings for one process. Build with :func:`load_settings`."""
+
+    home: Path
+    db_url: str
+    host: str
+    port: int
+    server_url: str
+    daemon_url: str
+    lark_config: Path
+    reaction_emoji: str
+    log_level: str
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    raw = env.get("PAL_HOME") or "~/.pal"
+    return Path(raw).expanduser().absolute()
+
+
+def database_url(value: str, home: Path) -> str:
+    """Turn PAL_DB (a file path or a URL) into a SQLAlchemy URL.
+
+    A ``postgresql://`` (or ``postgres://``) URL selects PostgreSQL through psycopg 3;
+    ``sqlite:///...`` is taken as is; anything else is a SQLite file path.
+    """
+    if not value:
+        return f"sqlite:///{home / 'lock.sqlite'}"
+    for prefix in ("postgresql://", "postgres://"):
+        if value.startswith(prefix):
+            return "postgresql+psycopg://" + value[len(prefix) :]
+    if value.startswith(("postgresql+", "sqlite:")):
+        return value
+    if "://" in value:
+        raise ConfigError(
+            f"PAL_DB={value!r} is not supported: use a SQLite file path "
+            "or a postgresql://user@host:port/dbname URL"
+        )
+    return f"sqlite:///{Path(value).expanduser().absolute()}"
+
+
+def _port(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_PORT
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"PAL_PORT={raw!r} is not a number: use a port such as 4127") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"PAL_PORT={port} is out of range: use 1-65535")
+    return port
+
+
+def resolve_server_url(flag: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The server URL for clients: ``--server``, then LOCK_SERVER_URL, then PAL_SERVER."""
+    env = os.environ if env is None else env
+    url = flag or env.get("LOCK_SERVER_URL") or env.get("PAL_SERVER") or DEFAULT_SERVER_URL
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"server URL {url!r} must start with http:// or https://")
+    return url.rstrip("/")
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read settings from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    home = _home(env)
+    values: dict[str, object] = {
+        "home": home,
+        "db_url": database_url(env.get("PAL_DB", ""), home),
+        "host": env.get("PAL_HOST") or DEFAULT_HOST,
+        "port": _port(env.get("PAL_PORT")),
+        "server_url": resolve_server_url(None, env),
+        "daemon_url": (env.get("LOCK_DAEMON_URL") or DEFAULT_DAEMON_URL).rstrip("/"),
+        "lark_config": Path(env.get("PAL_LARK_CONFIG") or home / "lark.json").expanduser(),
+        "reaction_emoji": env.get("PAL_LARK_ACTION_REACTION_EMOJI") or DEFAULT_REACTION_EMOJI,
+        "log_level": (env.get("PAL_LOG_LEVEL") or "info").lower(),
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def ensure_home(home: Path) -> Path:
+    """Create PAL_HOME owner-only (0700); tighten it if it already exists looser."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if home.stat().st_mode & 0o077:
+        home.chmod(0o700)
+    return home

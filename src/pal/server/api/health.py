@@ -1,0 +1,23 @@
+"""GET /health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+import pal
+from pal.server.deps import DB
+
+router = APIRouter(tags=["health"])
+
+
+def _ping(conn: Any) -> int:
+    return int(conn.exec_driver_sql("SELECT 1").scalar_one())
+
+
+@router.get("/health")
+async def health(db: DB) -> dict[str, Any]:
+    """Liveness and database reachability."""
+    await db.read(_ping)
+    return {"ok": True, "version": pal.__version__, "database": db.dialect}

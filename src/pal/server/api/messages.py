@@ -1,0 +1,125 @@
+"""Messages: post (with routing), page, search, show; and agent inboxes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic import AliasChoices, Field
+from sqlalchemy.engine import Connection
+
+from pal.errors import Invalid
+from pal.server.api.fields import MAX_PAGE, Body, Content, Limit, Sender
+from pal.server.deps import DB, HubDep
+from pal.server.routing import SENDER_KINDS, NewMessage, post_message
+from pal.store import agents as agents_store
+from pal.store import messages as messages_store
+from pal.store import rooms as rooms_store
+
+router = APIRouter(tags=["messages"])
+
+
+class MessageCreate(Body):
+    room: str = Field(
+        validation_alias=AliasChoices("room", "chat"),
+        min_length=1,
+        max_length=80,
+        description="room id or name (``chat`` is accepted as an alias)",
+        examples=["general"],
+    )
+    sender: Sender
+    content: Content
+    mentions: list[Annotated[str, Field(min_length=1, max_length=80)]] = Field(
+        default_factory=list, max_length=100
+    )
+    parent: int | None = Field(default=None, ge=1, description="message id this replies to")
+    topic: int | None = Field(default=None, ge=1, description="topic id inside the room")
+    client_msg_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="makes a retried post idempotent: the same sender and id post once",
+    )
+    sender_kind: str | None = Field(default=None, description="|".join(SENDER_KINDS))
+    source: str | None = Field(default=None, max_length=32)
+
+
+@router.post("/api/messages", status_code=201)
+async def create_message(body: MessageCreate, db: DB, hub: HubDep, response: Response) -> dict[str, Any]:
+    """Post a message; its deliveries are created in the same transaction."""
+    if body.sender_kind is not None and body.sender_kind not in SENDER_KINDS:
+        raise Invalid(f"sender_kind must be one of {', '.join(SENDER_KINDS)}")
+    new = NewMessage(
+        room=body.room,
+        sender=body.sender,
+        content=body.content,
+        mentions=[m.lstrip("@") for m in body.mentions],
+        parent=body.parent,
+        topic=body.topic,
+        client_msg_id=body.client_msg_id,
+        sender_kind=body.sender_kind,
+        source=body.source,
+    )
+    result = await db.write(post_message, new)
+    if result["duplicate"]:
+        response.status_code = 200
+        return result
+    message = result["message"]
+    hub.publish("message", room_id=message["room_id"], message_id=message["id"])
+    for delivery in result["deliveries"]:
+        if delivery["status"] == "pending":
+            hub.publish("delivery", agent_key=delivery["agent_key"], delivery_id=delivery["id"])
+    return result
+
+
+@router.get("/api/messages")
+async def list_messages(
+    db: DB,
+    room: Annotated[str | None, Query(description="room id or name")] = None,
+    chat: Annotated[str | None, Query(description="alias of room")] = None,
+    topic: Annotated[int | None, Query(ge=1)] = None,
+    parent: Annotated[int | None, Query(ge=1, description="replies to this message")] = None,
+    after: Annotated[int, Query(ge=0, description="only ids greater than this")] = 0,
+    before: Annotated[int | None, Query(ge=1, description="the newest ids below this")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    q: Annotated[str | None, Query(max_length=200, description="full-text search")] = None,
+) -> dict[str, Any]:
+    """Messages in id order, filtered by room, topic, thread, cursor and search words."""
+    ref = room or chat
+
+    def read(conn: Connection) -> dict[str, Any]:
+        room_id = rooms_store.get_room(conn, ref)["id"] if ref else None
+        items = messages_store.list_messages(
+            conn,
+            room_id=room_id,
+            topic_id=topic,
+            parent_id=parent,
+            after=after,
+            before=before,
+            limit=limit,
+            q=q,
+        )
+        return {"messages": items}
+
+    return await db.read(read)
+
+
+@router.get("/api/messages/{message_id}")
+async def get_message(message_id: int, db: DB) -> dict[str, Any]:
+    return {"message": await db.read(messages_store.get_message, message_id)}
+
+
+@router.get("/api/inbox")
+async def inbox(
+    db: DB,
+    agent: Annotated[str, Query(min_length=1, max_length=40)],
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+) -> dict[str, Any]:
+    """Messages addressed to an agent, with the delivery that brought each one."""
+
+    def read(conn: Connection) -> dict[str, Any]:
+        agents_store.get_agent(conn, agent)
+        return {"agent": agent, "messages": messages_store.inbox(conn, agent, after=after, limit=limit)}
+
+    return await db.read(read)

@@ -1,0 +1,60 @@
+"""The app factory: ``create_app(settings)`` assembles routers, error handlers and lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import pal
+from pal.config import Settings, ensure_home
+from pal.server import errors
+from pal.server.api import agents, deliveries, health, messages, rooms
+from pal.server.hub import Hub
+from pal.server.middleware import DefaultJSONContentType
+from pal.server.responses import ORJSONResponse
+from pal.store import migrate
+from pal.store import rooms as rooms_store
+from pal.store.db import Database, open_database
+
+log = logging.getLogger(__name__)
+
+ROUTERS = (health.router, rooms.router, messages.router, agents.router, deliveries.router)
+
+
+def create_app(settings: Settings, *, database: Database | None = None) -> FastAPI:
+    """Build the server. Without ``database``, the lifespan migrates and opens PAL_DB."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = database
+        if db is None:
+            if settings.is_sqlite:
+                ensure_home(settings.home)
+            migrate.upgrade(settings.db_url)
+            db = open_database(settings.db_url)
+        await db.write(rooms_store.ensure_room, rooms_store.DEFAULT_ROOM)
+        app.state.db = db
+        log.info("pal server ready (%s)", db.dialect, extra={"action": "server_ready"})
+        try:
+            yield
+        finally:
+            if database is None:
+                db.close()
+
+    app = FastAPI(
+        title="pal",
+        version=pal.__version__,
+        summary="People and coding agents working together in chat rooms.",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    app.state.settings = settings
+    app.state.hub = Hub()
+    app.add_middleware(DefaultJSONContentType)
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

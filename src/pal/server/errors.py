@@ -1,0 +1,73 @@
+"""Every error the API returns is JSON ``{"error": "<what is wrong and how to fix it>"}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from pal.errors import PalError
+from pal.server.responses import ORJSONResponse
+
+log = logging.getLogger(__name__)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+def describe_validation(errors: list[Any]) -> tuple[int, str]:
+    """(status, message) for pydantic/FastAPI validation errors."""
+    if any(e.get("type") == "json_invalid" for e in errors):
+        ctx = next(e for e in errors if e.get("type") == "json_invalid").get("ctx", {})
+        return 400, f"malformed JSON body: {ctx.get('error', 'cannot be parsed')}"
+    problems = []
+    for e in errors:
+        where = _location(tuple(e.get("loc", ())))
+        msg = e.get("msg", "is invalid")
+        if e.get("type") == "model_attributes_type" and where == "body":
+            problems.append("the request body must be a JSON object")
+        elif e.get("type") == "missing":
+            problems.append(f"{where}: is required")
+        elif e.get("type") == "extra_forbidden":
+            problems.append(f"{where}: unknown field (check its spelling)")
+        else:
+            problems.append(f"{where}: {msg}")
+    return 422, "invalid request: " + "; ".join(problems)
+
+
+async def _pal_error(_: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, PalError)
+    return ORJSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def _validation_error(_: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    status, message = describe_validation(list(exc.errors()))
+    return ORJSONResponse({"error": message}, status_code=status)
+
+
+async def _http_error(_: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = "no such endpoint: see /openapi.json for the API"
+    return ORJSONResponse({"error": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return ORJSONResponse(
+        {"error": "internal server error; the server log has the details"}, status_code=500
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(PalError, _pal_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

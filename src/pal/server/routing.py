@@ -1,0 +1,183 @@
+"""Routing: which agents a new message wakes, and why.
+
+Rules (DESIGN.md §5), applied to each agent at most once per message:
+
+* mode ``all``: every message (reason ``all``);
+* mode ``mentions``: when mentioned (``mention``), or a reply in a thread the agent already
+  posted in (``thread``);
+* mode ``periodic``: nothing per message except a mention (digests come separately);
+* mode ``muted``: nothing, but a mention is recorded for the inbox (``mention_muted``,
+  status ``muted``, never claimed);
+* mode ``off``: nothing at all;
+* an agent mentioned that is not a member is delivered too (``mention_nonmember``);
+* an agent never gets its own message;
+* loop guard: each room counts agent-authored messages since the last human one; once that
+  count passes the room's ``hop_limit`` (default 8), agent messages wake nobody until a
+  human writes again.
+
+Mentions come from the message's ``mentions`` field and from ``@key`` in its text. The whole
+post (message, deliveries, loop counter) is one write transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from pal.errors import Invalid
+from pal.store import agents as agents_store
+from pal.store import deliveries as deliveries_store
+from pal.store import messages as messages_store
+from pal.store import rooms as rooms_store
+from pal.store.tables import utcnow
+
+MODES = ("mentions", "all", "periodic", "muted", "off")
+SENDER_KINDS = ("human", "agent", "lark", "system")
+MENTION_RE = re.compile(r"(?<![\w@.])@([A-Za-z0-9][A-Za-z0-9_-]{0,39})")
+
+
+@dataclass(frozen=True)
+class Route:
+    agent_key: str
+    reason: str
+    status: str = "pending"
+
+
+@dataclass
+class NewMessage:
+    """A message to post; ``room`` is a room id or name."""
+
+    room: str
+    sender: str
+    content: str
+    mentions: list[str] = field(default_factory=list)
+    parent: int | None = None
+    topic: int | None = None
+    client_msg_id: str | None = None
+    sender_kind: str | None = None
+    source: str | None = None
+
+
+def text_mentions(content: str) -> list[str]:
+    return MENTION_RE.findall(content)
+
+
+def decide(
+    *,
+    sender: str,
+    mentioned: set[str],
+    modes: dict[str, str],
+    known_agents: set[str],
+    thread_agents: set[str],
+) -> list[Route]:
+    """Pure routing decision for one message (see the module docstring)."""
+    routes: list[Route] = []
+    for key, mode in sorted(modes.items()):
+        if key == sender or mode == "off":
+            continue
+        if key in mentioned:
+            if mode == "muted":
+                routes.append(Route(key, "mention_muted", "muted"))
+            else:
+                routes.append(Route(key, "mention"))
+        elif mode == "all":
+            routes.append(Route(key, "all"))
+        elif mode == "mentions" and key in thread_agents:
+            routes.append(Route(key, "thread"))
+    for key in sorted((mentioned & known_agents) - modes.keys() - {sender}):
+        routes.append(Route(key, "mention_nonmember"))
+    return routes
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def post_message(conn: Connection, new: NewMessage) -> dict[str, Any]:
+    """Insert a message and its deliveries in the caller's transaction.
+
+    Returns ``{"message", "deliveries", "duplicate", "suppressed"}``. A repeated
+    ``client_msg_id`` from the same sender returns the original message with
+    ``duplicate: true`` and writes nothing.
+    """
+    room = rooms_store.get_room(conn, new.room)
+    if new.client_msg_id is not None:
+        existing = messages_store.find_by_client_msg_id(conn, new.sender, new.client_msg_id)
+        if existing is not None:
+            message = messages_store.get_message(conn, existing)
+            found = deliveries_store.list_deliveries(conn, message_id=existing, limit=1000)
+            return {"message": message, "deliveries": found, "duplicate": True, "suppressed": None}
+
+    topic_id = new.topic
+    thread_root: int | None = None
+    if new.parent is not None:
+        parent = messages_store.get_message(conn, new.parent)
+        if parent["room_id"] != room["id"]:
+            raise Invalid(f"parent message {new.parent} is in room {parent['room']!r}, not {room['name']!r}")
+        thread_root = parent["parent_id"] or parent["id"]
+        if topic_id is None:
+            topic_id = parent["topic_id"]
+    if topic_id is not None:
+        topic = rooms_store.get_topic(conn, topic_id)
+        if topic["room_id"] != room["id"]:
+            raise Invalid(f"topic {topic_id} belongs to another room, not {room['name']!r}")
+
+    mentions = _dedupe([*new.mentions, *text_mentions(new.content)])
+    known = agents_store.existing_keys(conn, [new.sender, *mentions])
+    sender_kind = new.sender_kind or ("agent" if new.sender in known else "human")
+
+    row = {
+        "room_id": room["id"],
+        "topic_id": topic_id,
+        "parent_id": new.parent,
+        "sender": new.sender,
+        "sender_kind": sender_kind,
+        "content": new.content,
+        "mentions": mentions,
+        "source": new.source,
+        "client_msg_id": new.client_msg_id,
+        "created_at": utcnow(),
+    }
+    message_id = messages_store.insert_message(conn, row)
+    message = {"id": message_id, **row, "room": room["name"]}
+
+    suppressed = None
+    if sender_kind == "agent":
+        hops = rooms_store.add_agent_hop(conn, room["id"])
+        if hops > rooms_store.hop_limit(room):
+            suppressed = (
+                f"loop guard: {hops - 1} agent messages in a row in room {room['name']!r} "
+                f"(hop_limit {rooms_store.hop_limit(room)}); a human message resumes routing"
+            )
+    elif sender_kind in ("human", "lark") and room["agent_hops"]:
+        rooms_store.set_agent_hops(conn, room["id"], 0)
+
+    routes: list[Route] = []
+    if suppressed is None:
+        routes = decide(
+            sender=new.sender,
+            mentioned=set(mentions),
+            modes=rooms_store.agent_modes(conn, room["id"]),
+            known_agents=known,
+            thread_agents=(
+                messages_store.thread_agent_senders(conn, thread_root) if thread_root else set()
+            ),
+        )
+    created = deliveries_store.insert_deliveries(
+        conn,
+        [
+            {
+                "agent_key": r.agent_key,
+                "message_id": message_id,
+                "room_id": room["id"],
+                "topic_id": topic_id,
+                "reason": r.reason,
+                "status": r.status,
+            }
+            for r in routes
+        ],
+    )
+    return {"message": message, "deliveries": created, "duplicate": False, "suppressed": suppressed}

@@ -1,0 +1,1 @@
+"""Everything that talks SQL: tables, migrations, and one module of queries per resource."""

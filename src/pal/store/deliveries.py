@@ -1,0 +1,87 @@
+"""Deliveries: the durable record that an agent should act on a message.
+
+Statuses: ``pending`` (waiting for a computer) → ``claimed`` → ``acked`` | ``failed``;
+``muted`` records a mention of a muted member for its inbox and is never claimed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pal.errors import Conflict, NotFound
+from pal.store.rows import as_dict, as_dicts
+from pal.store.tables import deliveries, utcnow
+
+STATUSES = ("pending", "claimed", "acked", "failed", "muted")
+ACTIVE = ("pending", "claimed")
+
+
+def insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Insert ``rows`` (agent_key, message_id, room_id, topic_id, reason, status)."""
+    if not rows:
+        return []
+    now = utcnow()
+    full = [
+        {"attempt": 0, "computer_id": None, "error": None, **r, "created_at": now, "updated_at": now}
+        for r in rows
+    ]
+    ids = conn.execute(deliveries.insert().returning(deliveries.c.id, sort_by_parameter_order=True), full)
+    return [{"id": i, **r} for i, r in zip(ids.scalars(), full, strict=True)]
+
+
+def create_delivery(
+    conn: Connection, *, agent_key: str, message: dict[str, Any], reason: str
+) -> dict[str, Any]:
+    """A delivery made by hand (``POST /api/deliveries``); one per agent and message."""
+    query = sa.select(deliveries.c.id).where(
+        deliveries.c.agent_key == agent_key, deliveries.c.message_id == message["id"]
+    )
+    if conn.execute(query).first():
+        raise Conflict(f"agent {agent_key!r} already has a delivery for message {message['id']}")
+    row = {
+        "agent_key": agent_key,
+        "message_id": message["id"],
+        "room_id": message["room_id"],
+        "topic_id": message["topic_id"],
+        "reason": reason,
+        "status": "pending",
+    }
+    return insert_deliveries(conn, [row])[0]
+
+
+def get_delivery(conn: Connection, delivery_id: int) -> dict[str, Any]:
+    row = conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id)).first()
+    if row is None:
+        raise NotFound("delivery", delivery_id)
+    return as_dict(row)
+
+
+def list_deliveries(
+    conn: Connection,
+    *,
+    agent_key: str | None = None,
+    status: str | None = None,
+    message_id: int | None = None,
+    after: int = 0,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    query = sa.select(deliveries).where(deliveries.c.id > after)
+    if message_id is not None:
+        query = query.where(deliveries.c.message_id == message_id)
+    if agent_key is not None:
+        query = query.where(deliveries.c.agent_key == agent_key)
+    if status is not None:
+        query = query.where(deliveries.c.status == status)
+    return as_dicts(conn.execute(query.order_by(deliveries.c.id).limit(limit)))
+
+
+def delete_active_deliveries_of(conn: Connection, agent_key: str) -> int:
+    result = conn.execute(
+        deliveries.delete().where(
+            deliveries.c.agent_key == agent_key, deliveries.c.status.in_(ACTIVE)
+        )
+    )
+    return result.rowcount or 0

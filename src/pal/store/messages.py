@@ -1,0 +1,116 @@
+"""Messages: insert, page, search, threads and agent inboxes.
+
+Message ids increase monotonically, so ``after=`` / ``before=`` cursors page on them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pal.errors import NotFound
+from pal.store.rows import as_dict, as_dicts
+from pal.store.tables import deliveries, messages, rooms
+
+_MESSAGE_COLUMNS = (*messages.c, rooms.c.name.label("room"))
+_FROM = messages.join(rooms, rooms.c.id == messages.c.room_id)
+
+
+def insert_message(conn: Connection, row: dict[str, Any]) -> int:
+    return int(conn.execute(messages.insert().values(**row).returning(messages.c.id)).scalar_one())
+
+
+def get_message(conn: Connection, message_id: int) -> dict[str, Any]:
+    query = sa.select(*_MESSAGE_COLUMNS).select_from(_FROM).where(messages.c.id == message_id)
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound("message", message_id)
+    return as_dict(row)
+
+
+def find_by_client_msg_id(conn: Connection, sender: str, client_msg_id: str) -> int | None:
+    query = sa.select(messages.c.id).where(
+        messages.c.sender == sender, messages.c.client_msg_id == client_msg_id
+    )
+    found = conn.execute(query).scalar()
+    return int(found) if found is not None else None
+
+
+def thread_agent_senders(conn: Connection, root_id: int) -> set[str]:
+    """Agents that posted the thread's root message or a reply in it."""
+    query = sa.select(messages.c.sender).where(
+        (messages.c.id == root_id) | (messages.c.parent_id == root_id),
+        messages.c.sender_kind == "agent",
+    )
+    return set(conn.execute(query).scalars())
+
+
+def _search_clause(conn: Connection, q: str) -> sa.ColumnElement[bool] | None:
+    """A full-text condition for ``q``; ``None`` when ``q`` has no searchable words.
+
+    Words are matched as whole tokens (all of them must appear); punctuation is ignored, so
+    user text can never inject FTS query syntax.
+    """
+    words = re.findall(r"\w+", q)
+    if not words:
+        return None
+    if conn.dialect.name == "postgresql":
+        vector = sa.func.to_tsvector(sa.literal_column("'simple'"), messages.c.content)
+        query = sa.func.plainto_tsquery(sa.literal_column("'simple'"), " ".join(words))
+        return vector.op("@@")(query)
+    match = " ".join('"' + w.replace('"', "") + '"' for w in words)
+    hits = sa.text("SELECT rowid FROM messages_fts WHERE messages_fts MATCH :match")
+    return messages.c.id.in_(hits.bindparams(match=match).columns(sa.column("rowid")))
+
+
+def list_messages(
+    conn: Connection,
+    *,
+    room_id: str | None = None,
+    topic_id: int | None = None,
+    parent_id: int | None = None,
+    after: int = 0,
+    before: int | None = None,
+    limit: int = 50,
+    q: str | None = None,
+) -> list[dict[str, Any]]:
+    """Messages in id order. With ``before``, the newest ``limit`` older than it; otherwise
+    the oldest ``limit`` newer than ``after``."""
+    query = sa.select(*_MESSAGE_COLUMNS).select_from(_FROM)
+    if room_id is not None:
+        query = query.where(messages.c.room_id == room_id)
+    if topic_id is not None:
+        query = query.where(messages.c.topic_id == topic_id)
+    if parent_id is not None:
+        query = query.where(messages.c.parent_id == parent_id)
+    if q:
+        clause = _search_clause(conn, q)
+        if clause is None:
+            return []
+        query = query.where(clause)
+    if after:
+        query = query.where(messages.c.id > after)
+    if before is not None:
+        query = query.where(messages.c.id < before).order_by(messages.c.id.desc()).limit(limit)
+        return as_dicts(reversed(conn.execute(query).all()))
+    return as_dicts(conn.execute(query.order_by(messages.c.id).limit(limit)))
+
+
+def inbox(conn: Connection, agent_key: str, *, after: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+    """Messages addressed to an agent (every delivery it got, and mentions while muted)."""
+    query = (
+        sa.select(
+            *_MESSAGE_COLUMNS,
+            deliveries.c.id.label("delivery_id"),
+            deliveries.c.reason.label("delivery_reason"),
+            deliveries.c.status.label("delivery_status"),
+        )
+        .select_from(_FROM.join(deliveries, deliveries.c.message_id == messages.c.id))
+        .where(deliveries.c.agent_key == agent_key, messages.c.id > after)
+        .order_by(messages.c.id)
+        .limit(limit)
+    )
+    return as_dicts(conn.execute(query))

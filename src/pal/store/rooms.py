@@ -1,0 +1,192 @@
+"""Rooms, their topics and their members (an agent's membership is its subscription)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pal.errors import Conflict, NotFound
+from pal.store.rows import as_dict, as_dicts
+from pal.store.tables import agents, memberships, messages, rooms, topics, utcnow
+
+DEFAULT_ROOM = "general"
+DEFAULT_HOP_LIMIT = 8
+
+
+def new_room_id() -> str:
+    return "room_" + secrets.token_hex(8)
+
+
+def create_room(
+    conn: Connection, name: str, *, kind: str = "room", settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Create a room named ``name``; :class:`Conflict` if the name is taken."""
+    if conn.execute(sa.select(rooms.c.id).where(rooms.c.name == name)).first():
+        raise Conflict(f"room {name!r} already exists")
+    row = {
+        "id": new_room_id(),
+        "name": name,
+        "kind": kind,
+        "settings": settings or {},
+        "agent_hops": 0,
+        "created_at": utcnow(),
+    }
+    conn.execute(rooms.insert().values(**row))
+    return row
+
+
+def ensure_room(conn: Connection, name: str) -> dict[str, Any]:
+    """The room named ``name``, created if missing (used for the default ``general`` room)."""
+    found = conn.execute(sa.select(rooms).where(rooms.c.name == name)).first()
+    return as_dict(found) if found else create_room(conn, name)
+
+
+def find_room(conn: Connection, ref: str) -> dict[str, Any] | None:
+    column = rooms.c.id if ref.startswith("room_") else rooms.c.name
+    row = conn.execute(sa.select(rooms).where(column == ref)).first()
+    return as_dict(row) if row else None
+
+
+def get_room(conn: Connection, ref: str) -> dict[str, Any]:
+    """The room whose id or name is ``ref``; :class:`NotFound` otherwise."""
+    room = find_room(conn, ref)
+    if room is None:
+        raise NotFound("room", ref)
+    return room
+
+
+def list_rooms(conn: Connection) -> list[dict[str, Any]]:
+    """Every room with its newest message id and member count, in creation order."""
+    last = (
+        sa.select(sa.func.max(messages.c.id))
+        .where(messages.c.room_id == rooms.c.id)
+        .scalar_subquery()
+    )
+    members = (
+        sa.select(sa.func.count())
+        .select_from(memberships)
+        .where(memberships.c.room_id == rooms.c.id)
+        .scalar_subquery()
+    )
+    query = sa.select(
+        rooms, last.label("last_message_id"), members.label("member_count")
+    ).order_by(rooms.c.created_at, rooms.c.name)
+    return as_dicts(conn.execute(query))
+
+
+def set_agent_hops(conn: Connection, room_id: str, hops: int) -> None:
+    conn.execute(rooms.update().where(rooms.c.id == room_id).values(agent_hops=hops))
+
+
+def add_agent_hop(conn: Connection, room_id: str) -> int:
+    """Count one more agent message in a row in the room; returns the new count."""
+    query = (
+        rooms.update()
+        .where(rooms.c.id == room_id)
+        .values(agent_hops=rooms.c.agent_hops + 1)
+        .returning(rooms.c.agent_hops)
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def hop_limit(room: dict[str, Any]) -> int:
+    return int(room["settings"].get("hop_limit", DEFAULT_HOP_LIMIT))
+
+
+# -- topics ------------------------------------------------------------------------------------
+
+
+def create_topic(
+    conn: Connection, room_id: str, title: str, created_by: str | None = None
+) -> dict[str, Any]:
+    row = {"room_id": room_id, "title": title, "created_by": created_by, "created_at": utcnow()}
+    topic_id = conn.execute(topics.insert().values(**row).returning(topics.c.id)).scalar_one()
+    return {"id": topic_id, **row}
+
+
+def get_topic(conn: Connection, topic_id: int) -> dict[str, Any]:
+    row = conn.execute(sa.select(topics).where(topics.c.id == topic_id)).first()
+    if row is None:
+        raise NotFound("topic", topic_id)
+    return as_dict(row)
+
+
+def list_topics(conn: Connection, room_id: str) -> list[dict[str, Any]]:
+    query = sa.select(topics).where(topics.c.room_id == room_id).order_by(topics.c.id)
+    return as_dicts(conn.execute(query))
+
+
+# -- members -----------------------------------------------------------------------------------
+
+
+def list_members(conn: Connection, room_id: str) -> list[dict[str, Any]]:
+    """Members of a room; agents carry their display name and runtime."""
+    query = (
+        sa.select(
+            memberships.c.member,
+            memberships.c.member_kind,
+            memberships.c.mode,
+            memberships.c.created_at,
+            agents.c.display_name,
+            agents.c.runtime,
+        )
+        .select_from(memberships.outerjoin(agents, agents.c.key == memberships.c.member))
+        .where(memberships.c.room_id == room_id)
+        .order_by(memberships.c.member_kind, memberships.c.member)
+    )
+    return as_dicts(conn.execute(query))
+
+
+def agent_modes(conn: Connection, room_id: str) -> dict[str, str]:
+    """``{agent_key: mode}`` for the agent members of a room (the routing input)."""
+    query = sa.select(memberships.c.member, memberships.c.mode).where(
+        memberships.c.room_id == room_id, memberships.c.member_kind == "agent"
+    )
+    return {member: mode for member, mode in conn.execute(query)}
+
+
+def set_membership(
+    conn: Connection, room_id: str, member: str, member_kind: str, mode: str
+) -> tuple[dict[str, Any], bool]:
+    """Add ``member`` to the room, or change its mode. Returns (membership, created)."""
+    key = (memberships.c.room_id == room_id) & (memberships.c.member == member)
+    existing = conn.execute(sa.select(memberships).where(key)).first()
+    if existing is not None:
+        conn.execute(memberships.update().where(key).values(mode=mode, member_kind=member_kind))
+        return {**as_dict(existing), "mode": mode, "member_kind": member_kind}, False
+    row = {
+        "room_id": room_id,
+        "member": member,
+        "member_kind": member_kind,
+        "mode": mode,
+        "cursor": 0,
+        "created_at": utcnow(),
+    }
+    conn.execute(memberships.insert().values(**row))
+    return row, True
+
+
+def delete_memberships_of(conn: Connection, member: str) -> int:
+    result = conn.execute(memberships.delete().where(memberships.c.member == member))
+    return result.rowcount or 0
+
+
+def recent_human_senders(conn: Connection, room_id: str, limit: int = 50) -> list[str]:
+    """Distinct human senders among the room's latest messages (for @-completion)."""
+    recent = (
+        sa.select(messages.c.sender, messages.c.id)
+        .where(messages.c.room_id == room_id, messages.c.sender_kind == "human")
+        .order_by(messages.c.id.desc())
+        .limit(1000)
+        .subquery()
+    )
+    query = (
+        sa.select(recent.c.sender)
+        .group_by(recent.c.sender)
+        .order_by(sa.func.max(recent.c.id).desc())
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())

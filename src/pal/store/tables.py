@@ -1,0 +1,174 @@
+"""Table metadata (SQLAlchemy Core). Alembic migrations own the schema; a test checks that
+upgrading a fresh database to head matches this metadata."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive UTC text)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to UTCDateTime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# Integer ids that are 64-bit on PostgreSQL and ROWID aliases on SQLite.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+rooms = sa.Table(
+    "rooms",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(80), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="room"),
+    sa.Column("settings", sa.JSON, nullable=False),
+    # Consecutive agent-authored messages since the last human one (the loop guard).
+    sa.Column("agent_hops", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+topics = sa.Table(
+    "topics",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "room_id", sa.String(40), sa.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("created_by", sa.String(80), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "room_id"),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "room_id", sa.String(40), sa.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("topic_id", BigId, sa.ForeignKey("topics.id", ondelete="SET NULL"), nullable=True),
+    sa.Column(
+        "parent_id", BigId, sa.ForeignKey("messages.id", ondelete="SET NULL"), nullable=True
+    ),
+    sa.Column("sender", sa.String(80), nullable=False),
+    sa.Column("sender_kind", sa.String(16), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("mentions", sa.JSON, nullable=False),
+    sa.Column("source", sa.String(32), nullable=True),
+    sa.Column("client_msg_id", sa.String(128), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "room_id", "id"),
+    sa.Index(None, "parent_id"),
+    sa.UniqueConstraint("sender", "client_msg_id"),
+)
+
+computers = sa.Table(
+    "computers",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(120), nullable=False),
+    sa.Column("key_hash", sa.String(128), nullable=True, unique=True),
+    sa.Column("status", sa.String(16), nullable=False, server_default="offline"),
+    sa.Column("last_seen_at", UTCDateTime, nullable=True),
+    sa.Column("platform", sa.String(64), nullable=True),
+    sa.Column("version", sa.String(32), nullable=True),
+    sa.Column("runtimes", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+agents = sa.Table(
+    "agents",
+    metadata,
+    sa.Column("key", sa.String(40), primary_key=True),
+    sa.Column("display_name", sa.String(120), nullable=False),
+    sa.Column("runtime", sa.String(32), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column(
+        "computer_id",
+        sa.String(40),
+        sa.ForeignKey("computers.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    sa.Column("config", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index(None, "computer_id"),
+)
+
+memberships = sa.Table(
+    "memberships",
+    metadata,
+    sa.Column(
+        "room_id",
+        sa.String(40),
+        sa.ForeignKey("rooms.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("member", sa.String(80), primary_key=True),
+    sa.Column("member_kind", sa.String(16), nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    # Last message id covered by a periodic digest.
+    sa.Column("cursor", BigId, nullable=False, server_default="0"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "member"),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    # Not a foreign key: finished deliveries stay as history after their agent is deleted.
+    sa.Column("agent_key", sa.String(40), nullable=False),
+    sa.Column(
+        "message_id", BigId, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column(
+        "room_id", sa.String(40), sa.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("topic_id", BigId, nullable=True),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("computer_id", sa.String(40), nullable=True),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("claimed_at", UTCDateTime, nullable=True),
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("agent_key", "message_id"),
+    sa.Index(None, "agent_key", "status", "id"),
+    sa.Index(None, "status", "id"),
+)
