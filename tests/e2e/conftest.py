@@ -1,0 +1,100 @@
+"""Real processes: a ``pal server`` on a free port over a real SQLite file (or PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import wait_until
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    home: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def pal(self, *args: str, input: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run ``python -m pal ARGS`` against this server; returns the finished process."""
+        return subprocess.run(
+            [sys.executable, "-m", "pal", *args],
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_server(home: Path, extra_env: dict[str, str] | None = None) -> ServerProcess:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PAL_", "LOCK_"))},
+        "PAL_HOME": str(home),
+        "PAL_PORT": str(port),
+        "PAL_SERVER": url,
+        **(extra_env or {}),
+    }
+    log = home.parent / f"server-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pal", "server"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    server = ServerProcess(url=url, home=home, env=env, proc=proc, log=log)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            return httpx.get(f"{url}/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(ready, timeout=30, interval=0.05)
+    return server
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def make(extra_env: dict[str, str] | None = None, name: str = "home") -> ServerProcess:
+        server = start_server(tmp_path / name, extra_env)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., ServerProcess]) -> ServerProcess:
+    return make_server()
