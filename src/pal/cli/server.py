@@ -23,7 +23,7 @@ def serve(
             overrides["host"] = host
         if port is not None:
             overrides["port"] = port
-        settings = load_settings(**overrides)
+        settings = load_settings(None, **overrides)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -33,7 +33,10 @@ def serve(
         stream=sys.stderr,
     )
     app = create_app(settings)
-    typer.echo(f"pal server on http://{settings.host}:{settings.port} (db: {_describe(settings.db_url)})", err=True)
+    typer.echo(
+        f"pal server on http://{settings.host}:{settings.port} (db: {_describe(settings.db_url)})",
+        err=True,
+    )
     uvicorn.run(
         app,
         host=settings.host,

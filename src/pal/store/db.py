@@ -85,7 +85,9 @@ class _SQLiteWriter:
         self._thread = threading.Thread(target=self._run, name="pal-sqlite-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> concurrent.futures.Future[Any]:
+    def submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> concurrent.futures.Future[Any]:
         job = _Job(fn, args)
         self._queue.put(job)
         return job.future

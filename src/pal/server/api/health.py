@@ -16,6 +16,18 @@ def _ping(conn: Any) -> int:
     return int(conn.exec_driver_sql("SELECT 1").scalar_one())
 
 
+@router.get("/")
+async def index() -> dict[str, Any]:
+    """Where to go from here: the API description and its interactive docs."""
+    return {
+        "name": "pal",
+        "version": pal.__version__,
+        "health": "/health",
+        "openapi": "/openapi.json",
+        "docs": "/docs",
+    }
+
+
 @router.get("/health")
 async def health(db: DB) -> dict[str, Any]:
     """Liveness and database reachability."""

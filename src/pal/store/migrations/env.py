@@ -11,7 +11,7 @@ from pal.store.tables import metadata
 SEARCH_OBJECTS = {"messages_fts", "ix_messages_content_search"}
 
 
-def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
+def include_object(obj, name, type_, reflected, compare_to):
     if name in SEARCH_OBJECTS or (name or "").startswith("messages_fts_"):
         return False
     return True
