@@ -1,4 +1,8 @@
-"""Request dependencies: the store, the hub and the settings of the running app."""
+"""Request dependencies: the store, the hub and the settings of the running app.
+
+They are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies in a thread pool,
+which would cost two thread hops per request for a dictionary lookup.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +15,17 @@ from pal.server.hub import Hub
 from pal.store.db import Database
 
 
-def _db(request: Request) -> Database:
+async def _db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def _hub(request: Request) -> Hub:
+async def _hub(request: Request) -> Hub:
     hub: Hub = request.app.state.hub
     return hub
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

@@ -21,6 +21,8 @@ def list_agents(conn: Connection) -> list[dict[str, Any]]:
 
 
 def find_agent(conn: Connection, key: str) -> dict[str, Any] | None:
+    if "\x00" in key:  # no agent has one, and PostgreSQL refuses NUL in a query
+        return None
     row = conn.execute(sa.select(agents).where(agents.c.key == key)).first()
     return as_dict(row) if row else None
 
@@ -32,13 +34,17 @@ def get_agent(conn: Connection, key: str) -> dict[str, Any]:
     return agent
 
 
+_EXISTING_KEYS = sa.select(agents.c.key).where(
+    agents.c.key.in_(sa.bindparam("keys", expanding=True))
+)
+
+
 def existing_keys(conn: Connection, keys: Iterable[str]) -> set[str]:
     """The subset of ``keys`` that are agent keys."""
     wanted = set(keys)
     if not wanted:
         return set()
-    query = sa.select(agents.c.key).where(agents.c.key.in_(sorted(wanted)))
-    return set(conn.execute(query).scalars())
+    return set(conn.execute(_EXISTING_KEYS, {"keys": sorted(wanted)}).scalars())
 
 
 def upsert_agent(

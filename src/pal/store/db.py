@@ -5,8 +5,8 @@ connection. The server awaits them through :meth:`Database.read` and :meth:`Data
 
 * **SQLite** (WAL): every write runs on one writer thread with its own connection. Jobs
   queued while a transaction is open are committed together (group commit), each inside its
-  own SAVEPOINT, so one failing job never takes its neighbours down and never leaves half its
-  rows behind. ``BEGIN IMMEDIATE`` takes the write lock up front, so concurrent posts never
+  own SAVEPOINT when one of them fails, so a failing job never takes its neighbours down and
+  never leaves half its rows behind. ``BEGIN IMMEDIATE`` takes the write lock up front, so concurrent posts never
   fail with "database is locked". Reads run on a small thread pool with their own connections.
 * **PostgreSQL**: reads and writes run on a thread pool over a connection pool; each write is
   one transaction.
@@ -122,6 +122,20 @@ class _SQLiteWriter:
             conn.close()
 
     def _run_batch(self, conn: Connection, batch: list[_Job]) -> None:
+        """Commit ``batch`` in one transaction. Jobs run back to back without savepoints
+        (the common case: nothing fails); if any job raises, the whole transaction is rolled
+        back and the batch re-run with a savepoint per job, so each job still commits or
+        fails on its own."""
+        if len(batch) > 1:
+            try:
+                with conn.begin():
+                    values = [job.fn(conn, *job.args) for job in batch]
+            except Exception:
+                pass  # re-run below, isolating each job in a savepoint
+            else:
+                for job, value in zip(batch, values, strict=True):
+                    job.future.set_result(value)
+                return
         results: list[tuple[bool, Any]] = []
         try:
             with conn.begin():
@@ -134,8 +148,7 @@ class _SQLiteWriter:
         except Exception as exc:  # BEGIN or COMMIT failed: nothing in this batch was written
             log.warning("sqlite write batch failed: %s", exc, extra={"action": "write_failed"})
             for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(exc)
+                job.future.set_exception(exc)
             return
         for job, (ok, value) in zip(batch, results, strict=True):
             if ok:

@@ -17,6 +17,11 @@ from pal.store.tables import deliveries, utcnow
 
 STATUSES = ("pending", "claimed", "acked", "failed", "muted")
 ACTIVE = ("pending", "claimed")
+# RETURNING the agent key as well lets one multi-row INSERT pair ids with rows; asking for
+# parameter order instead makes SQLAlchemy insert row by row on SQLite.
+_INSERT = deliveries.insert().returning(
+    deliveries.c.id, deliveries.c.agent_key, deliveries.c.message_id
+)
 
 
 def insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -25,11 +30,20 @@ def insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> list[dict
         return []
     now = utcnow()
     full = [
-        {"attempt": 0, "computer_id": None, "error": None, **r, "created_at": now, "updated_at": now}
+        {
+            "attempt": 0,
+            "computer_id": None,
+            "error": None,
+            "claimed_at": None,
+            "lease_until": None,
+            **r,
+            "created_at": now,
+            "updated_at": now,
+        }
         for r in rows
     ]
-    ids = conn.execute(deliveries.insert().returning(deliveries.c.id, sort_by_parameter_order=True), full)
-    return [{"id": i, **r} for i, r in zip(ids.scalars(), full, strict=True)]
+    ids = {(key, message): i for i, key, message in conn.execute(_INSERT, full)}
+    return [{"id": ids[r["agent_key"], r["message_id"]], **r} for r in full]
 
 
 def create_delivery(

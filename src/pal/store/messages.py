@@ -19,8 +19,15 @@ _MESSAGE_COLUMNS = (*messages.c, rooms.c.name.label("room"))
 _FROM = messages.join(rooms, rooms.c.id == messages.c.room_id)
 
 
+_INSERT = messages.insert().returning(messages.c.id)
+_BY_CLIENT_MSG_ID = sa.select(messages.c.id).where(
+    messages.c.sender == sa.bindparam("sender"),
+    messages.c.client_msg_id == sa.bindparam("client_msg_id"),
+)
+
+
 def insert_message(conn: Connection, row: dict[str, Any]) -> int:
-    return int(conn.execute(messages.insert().values(**row).returning(messages.c.id)).scalar_one())
+    return int(conn.execute(_INSERT, row).scalar_one())
 
 
 def get_message(conn: Connection, message_id: int) -> dict[str, Any]:
@@ -32,10 +39,8 @@ def get_message(conn: Connection, message_id: int) -> dict[str, Any]:
 
 
 def find_by_client_msg_id(conn: Connection, sender: str, client_msg_id: str) -> int | None:
-    query = sa.select(messages.c.id).where(
-        messages.c.sender == sender, messages.c.client_msg_id == client_msg_id
-    )
-    found = conn.execute(query).scalar()
+    params = {"sender": sender, "client_msg_id": client_msg_id}
+    found = conn.execute(_BY_CLIENT_MSG_ID, params).scalar()
     return int(found) if found is not None else None
 
 
@@ -99,7 +104,9 @@ def list_messages(
     return as_dicts(conn.execute(query.order_by(messages.c.id).limit(limit)))
 
 
-def inbox(conn: Connection, agent_key: str, *, after: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+def inbox(
+    conn: Connection, agent_key: str, *, after: int = 0, limit: int = 50
+) -> list[dict[str, Any]]:
     """Messages addressed to an agent (every delivery it got, and mentions while muted)."""
     query = (
         sa.select(

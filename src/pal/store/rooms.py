@@ -44,9 +44,27 @@ def ensure_room(conn: Connection, name: str) -> dict[str, Any]:
     return as_dict(found) if found else create_room(conn, name)
 
 
+# Statements on the message-post path are built once: building and cache-keying a Core
+# statement costs more than running it.
+_ROOM_BY_ID = sa.select(rooms).where(rooms.c.id == sa.bindparam("ref"))
+_ROOM_BY_NAME = sa.select(rooms).where(rooms.c.name == sa.bindparam("ref"))
+_AGENT_MODES = sa.select(memberships.c.member, memberships.c.mode).where(
+    memberships.c.room_id == sa.bindparam("room_id"), memberships.c.member_kind == "agent"
+)
+_SET_HOPS = rooms.update().where(rooms.c.id == sa.bindparam("room_id"))
+_ADD_HOP = (
+    rooms.update()
+    .where(rooms.c.id == sa.bindparam("room_id"))
+    .values(agent_hops=rooms.c.agent_hops + 1)
+    .returning(rooms.c.agent_hops)
+)
+
+
 def find_room(conn: Connection, ref: str) -> dict[str, Any] | None:
-    column = rooms.c.id if ref.startswith("room_") else rooms.c.name
-    row = conn.execute(sa.select(rooms).where(column == ref)).first()
+    if "\x00" in ref:  # no room has one, and PostgreSQL refuses NUL in a query
+        return None
+    query = _ROOM_BY_ID if ref.startswith("room_") else _ROOM_BY_NAME
+    row = conn.execute(query, {"ref": ref}).first()
     return as_dict(row) if row else None
 
 
@@ -71,25 +89,19 @@ def list_rooms(conn: Connection) -> list[dict[str, Any]]:
         .where(memberships.c.room_id == rooms.c.id)
         .scalar_subquery()
     )
-    query = sa.select(
-        rooms, last.label("last_message_id"), members.label("member_count")
-    ).order_by(rooms.c.created_at, rooms.c.name)
+    query = sa.select(rooms, last.label("last_message_id"), members.label("member_count")).order_by(
+        rooms.c.created_at, rooms.c.name
+    )
     return as_dicts(conn.execute(query))
 
 
 def set_agent_hops(conn: Connection, room_id: str, hops: int) -> None:
-    conn.execute(rooms.update().where(rooms.c.id == room_id).values(agent_hops=hops))
+    conn.execute(_SET_HOPS, {"room_id": room_id, "agent_hops": hops})
 
 
 def add_agent_hop(conn: Connection, room_id: str) -> int:
     """Count one more agent message in a row in the room; returns the new count."""
-    query = (
-        rooms.update()
-        .where(rooms.c.id == room_id)
-        .values(agent_hops=rooms.c.agent_hops + 1)
-        .returning(rooms.c.agent_hops)
-    )
-    return int(conn.execute(query).scalar_one())
+    return int(conn.execute(_ADD_HOP, {"room_id": room_id}).scalar_one())
 
 
 def hop_limit(room: dict[str, Any]) -> int:
@@ -142,10 +154,7 @@ def list_members(conn: Connection, room_id: str) -> list[dict[str, Any]]:
 
 def agent_modes(conn: Connection, room_id: str) -> dict[str, str]:
     """``{agent_key: mode}`` for the agent members of a room (the routing input)."""
-    query = sa.select(memberships.c.member, memberships.c.mode).where(
-        memberships.c.room_id == room_id, memberships.c.member_kind == "agent"
-    )
-    return {member: mode for member, mode in conn.execute(query)}
+    return {member: mode for member, mode in conn.execute(_AGENT_MODES, {"room_id": room_id})}
 
 
 def set_membership(

@@ -39,6 +39,33 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    # On SQLite, skip the generic DATETIME string formatting and regex parsing (a measurable
+    # share of a message post): the C-implemented isoformat/fromisoformat write and read the
+    # same "YYYY-MM-DD HH:MM:SS.ffffff" text SQLAlchemy uses, so stored values sort the same.
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to UTCDateTime")
+            naive = value.astimezone(UTC).replace(tzinfo=None)
+            return naive.isoformat(" ", timespec="microseconds")
+
+        return process
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def process(value: str | None) -> datetime | None:
+            return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+        return process
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 import pal
 from pal.server.deps import DB
+from pal.server.responses import ORJSONResponse
 
 router = APIRouter(tags=["health"])
 
@@ -29,7 +30,7 @@ async def index() -> dict[str, Any]:
 
 
 @router.get("/health")
-async def health(db: DB) -> dict[str, Any]:
+async def health(db: DB) -> ORJSONResponse:
     """Liveness and database reachability."""
     await db.read(_ping)
-    return {"ok": True, "version": pal.__version__, "database": db.dialect}
+    return ORJSONResponse({"ok": True, "version": pal.__version__, "database": db.dialect})

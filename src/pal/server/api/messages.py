@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query
 from pydantic import AliasChoices, Field
 from sqlalchemy.engine import Connection
 
 from pal.errors import Invalid
-from pal.server.api.fields import MAX_PAGE, Body, Content, Limit, Sender
+from pal.server.api.fields import MAX_ID, MAX_PAGE, Body, Content, Id, Limit, Sender
 from pal.server.deps import DB, HubDep
+from pal.server.responses import ORJSONResponse
 from pal.server.routing import SENDER_KINDS, NewMessage, post_message
 from pal.store import agents as agents_store
 from pal.store import messages as messages_store
@@ -32,8 +33,8 @@ class MessageCreate(Body):
     mentions: list[Annotated[str, Field(min_length=1, max_length=80)]] = Field(
         default_factory=list, max_length=100
     )
-    parent: int | None = Field(default=None, ge=1, description="message id this replies to")
-    topic: int | None = Field(default=None, ge=1, description="topic id inside the room")
+    parent: Id | None = Field(default=None, description="message id this replies to")
+    topic: Id | None = Field(default=None, description="topic id inside the room")
     client_msg_id: str | None = Field(
         default=None,
         min_length=1,
@@ -44,8 +45,12 @@ class MessageCreate(Body):
     source: str | None = Field(default=None, max_length=32)
 
 
+# The hot endpoints return their JSON response directly: letting FastAPI validate and
+# re-serialise the result dict costs more than the rest of the request.
+
+
 @router.post("/api/messages", status_code=201)
-async def create_message(body: MessageCreate, db: DB, hub: HubDep, response: Response) -> dict[str, Any]:
+async def create_message(body: MessageCreate, db: DB, hub: HubDep) -> ORJSONResponse:
     """Post a message; its deliveries are created in the same transaction."""
     if body.sender_kind is not None and body.sender_kind not in SENDER_KINDS:
         raise Invalid(f"sender_kind must be one of {', '.join(SENDER_KINDS)}")
@@ -62,14 +67,13 @@ async def create_message(body: MessageCreate, db: DB, hub: HubDep, response: Res
     )
     result = await db.write(post_message, new)
     if result["duplicate"]:
-        response.status_code = 200
-        return result
+        return ORJSONResponse(result, status_code=200)
     message = result["message"]
     hub.publish("message", room_id=message["room_id"], message_id=message["id"])
     for delivery in result["deliveries"]:
         if delivery["status"] == "pending":
             hub.publish("delivery", agent_key=delivery["agent_key"], delivery_id=delivery["id"])
-    return result
+    return ORJSONResponse(result, status_code=201)
 
 
 @router.get("/api/messages")
@@ -77,13 +81,17 @@ async def list_messages(
     db: DB,
     room: Annotated[str | None, Query(description="room id or name")] = None,
     chat: Annotated[str | None, Query(description="alias of room")] = None,
-    topic: Annotated[int | None, Query(ge=1)] = None,
-    parent: Annotated[int | None, Query(ge=1, description="replies to this message")] = None,
-    after: Annotated[int, Query(ge=0, description="only ids greater than this")] = 0,
-    before: Annotated[int | None, Query(ge=1, description="the newest ids below this")] = None,
+    topic: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    parent: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="replies to this message")
+    ] = None,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="only ids greater than this")] = 0,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="the newest ids below this")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     q: Annotated[str | None, Query(max_length=200, description="full-text search")] = None,
-) -> dict[str, Any]:
+) -> ORJSONResponse:
     """Messages in id order, filtered by room, topic, thread, cursor and search words."""
     ref = room or chat
 
@@ -101,11 +109,11 @@ async def list_messages(
         )
         return {"messages": items}
 
-    return await db.read(read)
+    return ORJSONResponse(await db.read(read))
 
 
 @router.get("/api/messages/{message_id}")
-async def get_message(message_id: int, db: DB) -> dict[str, Any]:
+async def get_message(message_id: Annotated[int, Path(le=MAX_ID)], db: DB) -> dict[str, Any]:
     return {"message": await db.read(messages_store.get_message, message_id)}
 
 
@@ -113,13 +121,16 @@ async def get_message(message_id: int, db: DB) -> dict[str, Any]:
 async def inbox(
     db: DB,
     agent: Annotated[str, Query(min_length=1, max_length=40)],
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Limit = 50,
 ) -> dict[str, Any]:
     """Messages addressed to an agent, with the delivery that brought each one."""
 
     def read(conn: Connection) -> dict[str, Any]:
         agents_store.get_agent(conn, agent)
-        return {"agent": agent, "messages": messages_store.inbox(conn, agent, after=after, limit=limit)}
+        return {
+            "agent": agent,
+            "messages": messages_store.inbox(conn, agent, after=after, limit=limit),
+        }
 
     return await db.read(read)
