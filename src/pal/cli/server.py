@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 
+import sqlalchemy as sa
 import typer
 import uvicorn
 
 from pal.config import ConfigError, load_settings
-from pal.server.app import create_app
+from pal.server.app import create_app, open_store
 
 
 def serve(
@@ -32,7 +33,15 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    app = create_app(settings)
+    try:
+        database = open_store(settings)
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        typer.echo(
+            f"error: cannot open the database {_describe(settings.db_url)}: {reason}", err=True
+        )
+        raise typer.Exit(1) from None
+    app = create_app(settings, database=database)
     typer.echo(
         f"pal server on http://{settings.host}:{settings.port} (db: {_describe(settings.db_url)})",
         err=True,
@@ -45,11 +54,10 @@ def serve(
         access_log=False,
         lifespan="on",
     )
+    database.close()
 
 
 def _describe(url: str) -> str:
     if url.startswith("sqlite"):
         return url.removeprefix("sqlite:///")
-    import sqlalchemy as sa
-
     return sa.engine.make_url(url).render_as_string(hide_password=True)

@@ -24,17 +24,20 @@ log = logging.getLogger(__name__)
 ROUTERS = (health.router, rooms.router, messages.router, agents.router, deliveries.router)
 
 
+def open_store(settings: Settings) -> Database:
+    """Create PAL_HOME (for SQLite), migrate PAL_DB to head and open it."""
+    if settings.is_sqlite:
+        ensure_home(settings.home)
+    migrate.upgrade(settings.db_url)
+    return open_database(settings.db_url)
+
+
 def create_app(settings: Settings, *, database: Database | None = None) -> FastAPI:
-    """Build the server. Without ``database``, the lifespan migrates and opens PAL_DB."""
+    """Build the server. Without ``database``, the lifespan opens (and closes) the store."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = database
-        if db is None:
-            if settings.is_sqlite:
-                ensure_home(settings.home)
-            migrate.upgrade(settings.db_url)
-            db = open_database(settings.db_url)
+        db = database or open_store(settings)
         await db.write(rooms_store.ensure_room, rooms_store.DEFAULT_ROOM)
         app.state.db = db
         log.info("pal server ready (%s)", db.dialect, extra={"action": "server_ready"})
