@@ -31,7 +31,9 @@ class ServerProcess:
     proc: subprocess.Popen[bytes]
     log: Path
 
-    def pal(self, *args: str, input: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def pal(
+        self, *args: str, input: str | None = None, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``python -m pal ARGS`` against this server; returns the finished process."""
         return subprocess.run(
             [sys.executable, "-m", "pal", *args],

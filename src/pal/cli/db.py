@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from pal.config import ConfigError, ensure_home, load_settings
-from pal.store import migrate
 
 app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 
@@ -13,6 +12,8 @@ app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 @app.command("upgrade")
 def upgrade() -> None:
     """Migrate PAL_DB to the newest schema (the server also does this at start)."""
+    from pal.store import migrate  # keeps alembic out of every other command's start-up
+
     try:
         settings = load_settings()
     except ConfigError as exc:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 
-import sqlalchemy as sa
 import typer
-import uvicorn
 
 from pal.config import ConfigError, load_settings
-from pal.server.app import create_app, open_store
 
 
 def serve(
@@ -18,6 +15,12 @@ def serve(
     port: int | None = typer.Option(None, "--port", help="Bind port [env: PAL_PORT]"),
 ) -> None:
     """Run the pal server until interrupted."""
+    # Imported here so that `pal console` and friends start without loading the server stack.
+    import sqlalchemy as sa
+    import uvicorn
+
+    from pal.server.app import create_app, open_store
+
     try:
         overrides: dict[str, object] = {}
         if host:
@@ -58,6 +61,8 @@ def serve(
 
 
 def _describe(url: str) -> str:
+    import sqlalchemy as sa
+
     if url.startswith("sqlite"):
         return url.removeprefix("sqlite:///")
     return sa.engine.make_url(url).render_as_string(hide_password=True)

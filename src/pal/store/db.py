@@ -6,8 +6,8 @@ connection. The server awaits them through :meth:`Database.read` and :meth:`Data
 * **SQLite** (WAL): every write runs on one writer thread with its own connection. Jobs
   queued while a transaction is open are committed together (group commit), each inside its
   own SAVEPOINT when one of them fails, so a failing job never takes its neighbours down and
-  never leaves half its rows behind. ``BEGIN IMMEDIATE`` takes the write lock up front, so concurrent posts never
-  fail with "database is locked". Reads run on a small thread pool with their own connections.
+  never leaves half its rows behind. ``BEGIN IMMEDIATE`` takes the write lock up front, so
+  concurrent posts never fail with "database is locked". Reads run on a small thread pool with their own connections.
 * **PostgreSQL**: reads and writes run on a thread pool over a connection pool; each write is
   one transaction.
 """

@@ -1,0 +1,47 @@
+"""``pal console``: admin commands that talk to the server directly.
+
+One module per noun group; this module only assembles them under the ``--server`` option.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from pal.cli.console import agents, messages, rooms, status
+from pal.cli.console.context import ConsoleGroup
+from pal.client import ServerClient
+from pal.config import resolve_server_url
+
+app = typer.Typer(
+    cls=ConsoleGroup,
+    help="Admin commands that talk to the pal server directly.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def console(
+    ctx: typer.Context,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            metavar="URL",
+            help="Server URL; else LOCK_SERVER_URL, else PAL_SERVER, else http://127.0.0.1:4127.",
+        ),
+    ] = None,
+) -> None:
+    """Admin commands that talk to the pal server directly."""
+    ctx.obj = ctx.with_resource(ServerClient(resolve_server_url(server)))
+
+
+app.command("health")(status.health)
+app.command("chats")(rooms.chats)
+app.command("messages")(messages.messages)
+app.command("inbox")(messages.inbox)
+app.command("send")(messages.send)
+app.add_typer(agents.app, name="agents")

@@ -1,0 +1,212 @@
+"""``pal console agents ...``: list, create, onboard, update and delete agents."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, cast
+
+import typer
+
+from pal.cli import output
+from pal.cli.console.context import AsJson, connect
+from pal.client import Agent, AgentSaved, ApiError, Runtime, ServerClient
+
+app = typer.Typer(help="List, create, onboard, update and delete agents.", no_args_is_help=True)
+
+KEY_HELP = "Agent key: 1-40 letters, digits, '-' or '_'."
+Key = Annotated[str, typer.Option("--key", help=KEY_HELP)]
+MaybeKey = Annotated[str | None, typer.Option("--key", help=KEY_HELP)]
+Name = Annotated[str | None, typer.Option("--name", help="Display name.")]
+Desc = Annotated[str | None, typer.Option("--desc", help="What the agent is for.")]
+NewRuntime = Annotated[
+    Runtime | None, typer.Option("--runtime", help="Agent runtime; a new agent gets codex.")
+]
+ChangedRuntime = Annotated[Runtime | None, typer.Option("--runtime", help="New runtime.")]
+Interactive = Annotated[
+    bool, typer.Option("--interactive", help="Ask for each field (flags given become defaults).")
+]
+
+OnboardStep = Callable[[ServerClient, Agent], None]
+ONBOARD_FOLLOW_UPS: tuple[OnboardStep, ...] = ()
+"""Steps ``agents onboard --interactive`` runs, in order, after the agent is saved; each gets
+the client and the saved agent and may ask more questions."""
+
+
+@app.command("list")
+def list_agents(ctx: typer.Context, as_json: AsJson = False) -> None:
+    """List agents with their runtime and the computer they are assigned to."""
+    payload = connect(ctx).list_agents()
+    if as_json:
+        output.print_json(payload)
+        return
+    if not payload["agents"]:
+        typer.echo("no agents yet; add one with: pal console agents create --key KEY --name NAME")
+        return
+    table = output.new_table(
+        "Key", "Name", "Runtime", "Computer", "Description", flexible="Description"
+    )
+    for agent in payload["agents"]:
+        output.add_row(
+            table,
+            agent["key"],
+            agent["display_name"],
+            agent["runtime"],
+            agent["computer_id"],
+            agent["description"],
+        )
+    output.print_table(table)
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    key: Key,
+    name: Annotated[str, typer.Option("--name", help="Display name.")],
+    runtime: NewRuntime = None,
+    desc: Desc = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create an agent, or update the given fields of an existing one."""
+    payload = connect(ctx).create_agent(key, display_name=name, runtime=runtime, description=desc)
+    _print_saved(payload, as_json)
+
+
+@app.command("onboard")
+def onboard(
+    ctx: typer.Context,
+    key: MaybeKey = None,
+    name: Name = None,
+    runtime: NewRuntime = None,
+    desc: Desc = None,
+    computer_id: Annotated[
+        str | None,
+        typer.Option("--computer-id", help="Assign the agent to this computer (machine_...)."),
+    ] = None,
+    interactive: Interactive = False,
+    as_json: AsJson = False,
+) -> None:
+    """Create or update an agent and optionally assign it to a computer, in one step."""
+    client = connect(ctx)
+    if interactive:
+        key = _ask("Agent key", key)
+        current = _find_agent(client, key)
+        name, runtime, desc = _ask_fields(current, name, runtime, desc)
+        computer_id = _ask(
+            "Computer id (optional)", computer_id or _get(current, "computer_id"), ""
+        )
+    elif key is None or name is None:
+        output.fail("give --key and --name, or use --interactive", output.EXIT_USAGE)
+    payload = client.onboard_agent(
+        key, display_name=name, runtime=runtime, description=desc, computer_id=computer_id or None
+    )
+    _print_saved(payload, as_json)
+    if interactive:
+        for step in ONBOARD_FOLLOW_UPS:
+            step(client, payload["agent"])
+
+
+@app.command("update")
+def update(
+    ctx: typer.Context,
+    key: MaybeKey = None,
+    runtime: ChangedRuntime = None,
+    name: Name = None,
+    desc: Desc = None,
+    interactive: Interactive = False,
+    as_json: AsJson = False,
+) -> None:
+    """Change an existing agent's runtime, display name or description."""
+    client = connect(ctx)
+    if interactive:
+        key = _ask("Agent key", key)
+        current = client.get_agent(key)["agent"]
+        name, runtime, desc = _ask_fields(current, name, runtime, desc)
+    elif key is None:
+        output.fail("give --key, or use --interactive", output.EXIT_USAGE)
+    elif name is None and runtime is None and desc is None:
+        output.fail(
+            "nothing to change: give --runtime, --name or --desc (or use --interactive)",
+            output.EXIT_USAGE,
+        )
+    payload = client.update_agent(key, display_name=name, runtime=runtime, description=desc)
+    if as_json:
+        output.print_json(payload)
+        return
+    typer.echo(f"updated agent {_describe(payload['agent'])}")
+
+
+@app.command("delete")
+def delete(
+    ctx: typer.Context,
+    key: Key,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm the deletion.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Delete an agent with its assignment, room memberships and active deliveries."""
+    if not yes:
+        output.fail(
+            f"deleting agent {key!r} also removes its computer assignment, room memberships "
+            "and active deliveries; add --yes to confirm",
+            output.EXIT_USAGE,
+        )
+    payload = connect(ctx).delete_agent(key)
+    if as_json:
+        output.print_json(payload)
+        return
+    removed = payload["removed"]
+    typer.echo(
+        f"deleted agent {key} (removed {output.plural(removed['memberships'], 'room membership')}"
+        f" and {output.plural(removed['deliveries'], 'active delivery')})"
+    )
+
+
+def _print_saved(payload: AgentSaved, as_json: bool) -> None:
+    if as_json:
+        output.print_json(payload)
+        return
+    verb = "created" if payload["created"] else "updated"
+    typer.echo(f"{verb} agent {_describe(payload['agent'])}")
+
+
+def _describe(agent: Agent) -> str:
+    where = f", on computer {agent['computer_id']}" if agent["computer_id"] else ""
+    return f"{agent['key']}: {agent['display_name']!r}, runtime {agent['runtime']}{where}"
+
+
+def _find_agent(client: ServerClient, key: str) -> Agent | None:
+    try:
+        return client.get_agent(key)["agent"]
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _get(agent: Agent | None, field: str) -> str | None:
+    value = agent.get(field) if agent else None
+    return value if isinstance(value, str) else None
+
+
+def _ask(question: str, default: str | None, empty: str | None = None) -> str:
+    """Prompt (on stderr, keeping stdout for ``--json``) until answered; ``empty`` (when not
+    ``None``) makes a blank answer valid."""
+    answer = typer.prompt(
+        question,
+        default=default if default is not None else empty,
+        show_default=bool(default),
+        err=True,
+    )
+    return str(answer).strip()
+
+
+def _ask_fields(
+    current: Agent | None, name: str | None, runtime: Runtime | None, desc: str | None
+) -> tuple[str, Runtime, str]:
+    """Ask for display name, runtime and description; flags, then the current values, are
+    the defaults."""
+    name = _ask("Display name", name or _get(current, "display_name"))
+    chosen = typer.prompt(
+        "Runtime", default=runtime or _get(current, "runtime") or "codex", type=Runtime, err=True
+    )
+    desc = _ask("Description", desc if desc is not None else _get(current, "description"), "")
+    return name, cast(Runtime, chosen), desc

@@ -1,0 +1,503 @@
+"""A typed, synchronous HTTP client for the server API (used by the console and the daemon).
+
+Each method is one endpoint and returns the server's JSON payload as is, typed with the
+``TypedDict`` shapes below. A non-2xx answer raises :class:`ApiError` with the server's
+``{"error": ...}`` message; a server that cannot be reached raises :class:`ServerUnreachable`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any, Literal, NotRequired, TypedDict, cast
+from urllib.parse import quote
+
+import httpx
+
+import pal
+from pal.errors import PalError
+
+Runtime = Literal["neeko", "coco", "codex", "claude", "command"]
+Mode = Literal["mentions", "all", "periodic", "muted", "off"]
+DeliveryStatus = Literal["pending", "claimed", "acked", "failed", "muted"]
+
+
+class ClientError(PalError):
+    """Base class for what can go wrong talking to the server."""
+
+
+class ApiError(ClientError):
+    """The server answered with a non-2xx status; ``message`` is its ``{"error": ...}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ServerUnreachable(ClientError):
+    """No HTTP answer at all: connection refused, unknown host, timeout, ..."""
+
+    status = 503
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        super().__init__(
+            f"cannot reach the pal server at {base_url} ({reason}); "
+            "is `pal server` running? set --server or PAL_SERVER"
+        )
+        self.base_url = base_url
+        self.reason = reason
+
+
+# -- payload shapes (timestamps are ISO 8601 UTC strings ending in "Z") ----------------------
+
+
+class Health(TypedDict):
+    ok: bool
+    version: str
+    database: str
+
+
+class Room(TypedDict):
+    id: str
+    name: str
+    kind: str
+    settings: dict[str, Any]
+    agent_hops: int
+    created_at: str
+    last_message_id: NotRequired[int | None]
+    member_count: NotRequired[int]
+
+
+class Member(TypedDict):
+    member: str
+    member_kind: str
+    mode: str
+    created_at: str
+    display_name: str | None
+    runtime: str | None
+
+
+class Mentionable(TypedDict):
+    key: str
+    name: str
+    kind: str
+    member: bool
+    mode: str | None
+
+
+class Membership(TypedDict):
+    room_id: str
+    room: str
+    member: str
+    member_kind: str
+    mode: str
+    cursor: int
+    created_at: str
+
+
+class Topic(TypedDict):
+    id: int
+    room_id: str
+    title: str
+    created_by: str | None
+    created_at: str
+
+
+class Message(TypedDict):
+    id: int
+    room_id: str
+    room: str
+    topic_id: int | None
+    parent_id: int | None
+    sender: str
+    sender_kind: str
+    content: str
+    mentions: list[str]
+    source: str | None
+    client_msg_id: str | None
+    created_at: str
+
+
+class InboxMessage(Message):
+    delivery_id: int
+    delivery_reason: str
+    delivery_status: str
+
+
+class Delivery(TypedDict):
+    id: int
+    agent_key: str
+    message_id: int
+    room_id: str
+    topic_id: int | None
+    reason: str
+    status: str
+    computer_id: str | None
+    attempt: int
+    error: str | None
+    created_at: str
+    updated_at: str
+    claimed_at: str | None
+    lease_until: str | None
+
+
+class Agent(TypedDict):
+    key: str
+    display_name: str
+    runtime: str
+    description: str
+    computer_id: str | None
+    config: dict[str, Any]
+    created_at: str
+    updated_at: str
+
+
+class RoomList(TypedDict):
+    rooms: list[Room]
+
+
+class RoomCreated(TypedDict):
+    room: Room
+
+
+class MemberList(TypedDict):
+    room: str
+    members: list[Member]
+
+
+class MentionableList(TypedDict):
+    room: str
+    mentionables: list[Mentionable]
+
+
+class Invitation(TypedDict):
+    membership: Membership
+    created: bool
+
+
+class TopicCreated(TypedDict):
+    topic: Topic
+
+
+class MessageList(TypedDict):
+    messages: list[Message]
+
+
+class MessageShown(TypedDict):
+    message: Message
+
+
+class Posted(TypedDict):
+    message: Message
+    deliveries: list[Delivery]
+    duplicate: bool
+    suppressed: str | None
+
+
+class Inbox(TypedDict):
+    agent: str
+    messages: list[InboxMessage]
+
+
+class AgentList(TypedDict):
+    agents: list[Agent]
+
+
+class AgentShown(TypedDict):
+    agent: Agent
+
+
+class AgentSaved(TypedDict):
+    agent: Agent
+    created: bool
+
+
+class Removed(TypedDict):
+    memberships: int
+    deliveries: int
+
+
+class AgentDeleted(TypedDict):
+    agent: Agent
+    removed: Removed
+
+
+class DeliveryList(TypedDict):
+    deliveries: list[Delivery]
+
+
+class DeliveryCreated(TypedDict):
+    delivery: Delivery
+
+
+# -- the client ------------------------------------------------------------------------------
+
+
+def _segment(value: str) -> str:
+    """One URL path segment, so a name like ``a/b`` cannot address another endpoint."""
+    return quote(value, safe="")
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    """The fields that are not ``None`` (the server leaves omitted fields unchanged)."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _transport_reason(exc: httpx.TransportError, timeout: float) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer within {timeout:g}s"
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc)).strip()
+    return text[:1].lower() + text[1:] if text else type(exc).__name__
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])
+    snippet = " ".join(response.text.split())[:200]
+    return f"HTTP {response.status_code} {response.reason_phrase}" + (
+        f": {snippet}" if snippet else ""
+    )
+
+
+class ServerClient:
+    """The server API over HTTP. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 10,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            headers={"user-agent": f"pal/{pal.__version__}"},
+        )
+
+    def __enter__(self) -> ServerClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: dict[str, Any] | None = None,
+    ) -> Any:
+        try:
+            response = self._http.request(method, path, params=params, json=json)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(self.base_url, _transport_reason(exc, self.timeout)) from exc
+        if not response.is_success:
+            raise ApiError(response.status_code, _error_message(response))
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(
+                response.status_code,
+                f"{method} {path} answered with something that is not JSON; "
+                f"is {self.base_url} a pal server?",
+            ) from None
+
+    # -- health and rooms --------------------------------------------------------------------
+
+    def health(self) -> Health:
+        """``GET /health``: liveness, version and database backend."""
+        return cast(Health, self._request("GET", "/health"))
+
+    def list_rooms(self) -> RoomList:
+        """``GET /api/rooms``: every room with its newest message id and member count."""
+        return cast(RoomList, self._request("GET", "/api/rooms"))
+
+    def create_room(
+        self, name: str, *, kind: str = "room", settings: dict[str, Any] | None = None
+    ) -> RoomCreated:
+        """``POST /api/rooms``."""
+        body = {"name": name, "kind": kind, "settings": settings or {}}
+        return cast(RoomCreated, self._request("POST", "/api/rooms", json=body))
+
+    def room_members(self, room: str) -> MemberList:
+        """``GET /api/rooms/<room>/members``; ``room`` is an id or a name."""
+        return cast(MemberList, self._request("GET", f"/api/rooms/{_segment(room)}/members"))
+
+    def mentionables(self, room: str) -> MentionableList:
+        """``GET /api/rooms/<room>/mentionables``: agents, then recent human senders."""
+        path = f"/api/rooms/{_segment(room)}/mentionables"
+        return cast(MentionableList, self._request("GET", path))
+
+    def invite_agent(self, room: str, agent: str, *, mode: Mode = "mentions") -> Invitation:
+        """``POST /api/rooms/<room>/agents``: invite an agent, or change its delivery mode."""
+        path = f"/api/rooms/{_segment(room)}/agents"
+        return cast(Invitation, self._request("POST", path, json={"agent": agent, "mode": mode}))
+
+    def create_topic(self, room: str, title: str, *, created_by: str | None = None) -> TopicCreated:
+        """``POST /api/rooms/<room>/topics``."""
+        path = f"/api/rooms/{_segment(room)}/topics"
+        body = _given(title=title, created_by=created_by)
+        return cast(TopicCreated, self._request("POST", path, json=body))
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def list_messages(
+        self,
+        room: str | None = None,
+        *,
+        topic: int | None = None,
+        parent: int | None = None,
+        after: int = 0,
+        before: int | None = None,
+        limit: int = 50,
+        q: str | None = None,
+    ) -> MessageList:
+        """``GET /api/messages``: messages in id order, filtered by every argument given."""
+        params = _given(
+            room=room, topic=topic, parent=parent, after=after, before=before, limit=limit, q=q
+        )
+        return cast(MessageList, self._request("GET", "/api/messages", params=params))
+
+    def get_message(self, message_id: int) -> MessageShown:
+        """``GET /api/messages/<id>``."""
+        return cast(MessageShown, self._request("GET", f"/api/messages/{message_id}"))
+
+    def post_message(
+        self,
+        room: str,
+        sender: str,
+        content: str,
+        *,
+        mentions: Iterable[str] = (),
+        parent: int | None = None,
+        topic: int | None = None,
+        client_msg_id: str | None = None,
+    ) -> Posted:
+        """``POST /api/messages``: post, and get the deliveries it created.
+
+        With ``client_msg_id`` a retried post is idempotent: the answer has
+        ``duplicate: true`` and the original message.
+        """
+        body = _given(
+            room=room,
+            sender=sender,
+            content=content,
+            mentions=list(mentions),
+            parent=parent,
+            topic=topic,
+            client_msg_id=client_msg_id,
+        )
+        return cast(Posted, self._request("POST", "/api/messages", json=body))
+
+    def inbox(self, agent: str, *, after: int = 0, limit: int = 50) -> Inbox:
+        """``GET /api/inbox``: messages addressed to ``agent``, with their deliveries."""
+        params = {"agent": agent, "after": after, "limit": limit}
+        return cast(Inbox, self._request("GET", "/api/inbox", params=params))
+
+    # -- agents ------------------------------------------------------------------------------
+
+    def list_agents(self) -> AgentList:
+        """``GET /api/agents``, ordered by key."""
+        return cast(AgentList, self._request("GET", "/api/agents"))
+
+    def get_agent(self, key: str) -> AgentShown:
+        """``GET /api/agents/<key>``."""
+        return cast(AgentShown, self._request("GET", f"/api/agents/{_segment(key)}"))
+
+    def create_agent(
+        self,
+        key: str,
+        *,
+        display_name: str | None = None,
+        runtime: Runtime | None = None,
+        description: str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> AgentSaved:
+        """``POST /api/agents``: create the agent, or update the fields given."""
+        body = _given(
+            key=key,
+            display_name=display_name,
+            runtime=runtime,
+            description=description,
+            config=config,
+        )
+        return cast(AgentSaved, self._request("POST", "/api/agents", json=body))
+
+    def onboard_agent(
+        self,
+        key: str,
+        *,
+        display_name: str | None = None,
+        runtime: Runtime | None = None,
+        description: str | None = None,
+        computer_id: str | None = None,
+    ) -> AgentSaved:
+        """``POST /api/agents/onboard``: create or update, and assign to ``computer_id`` if
+        given, all or nothing."""
+        body = _given(
+            key=key,
+            display_name=display_name,
+            runtime=runtime,
+            description=description,
+            computer_id=computer_id,
+        )
+        return cast(AgentSaved, self._request("POST", "/api/agents/onboard", json=body))
+
+    def update_agent(
+        self,
+        key: str,
+        *,
+        display_name: str | None = None,
+        runtime: Runtime | None = None,
+        description: str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> AgentShown:
+        """``PATCH /api/agents/<key>``: change the fields given; the agent must exist."""
+        body = _given(
+            display_name=display_name, runtime=runtime, description=description, config=config
+        )
+        path = f"/api/agents/{_segment(key)}"
+        return cast(AgentShown, self._request("PATCH", path, json=body))
+
+    def delete_agent(self, key: str) -> AgentDeleted:
+        """``DELETE /api/agents/<key>``, with its memberships and active deliveries."""
+        return cast(AgentDeleted, self._request("DELETE", f"/api/agents/{_segment(key)}"))
+
+    def assign_agent(self, key: str, computer_id: str | None) -> AgentShown:
+        """``POST /api/agents/<key>/assignment``; ``None`` unassigns."""
+        path = f"/api/agents/{_segment(key)}/assignment"
+        return cast(AgentShown, self._request("POST", path, json={"computer_id": computer_id}))
+
+    # -- deliveries --------------------------------------------------------------------------
+
+    def list_deliveries(
+        self,
+        *,
+        agent: str | None = None,
+        status: DeliveryStatus | None = None,
+        after: int = 0,
+        limit: int = 50,
+    ) -> DeliveryList:
+        """``GET /api/deliveries``, filtered by agent and status."""
+        params = _given(agent=agent, status=status, after=after, limit=limit)
+        return cast(DeliveryList, self._request("GET", "/api/deliveries", params=params))
+
+    def create_delivery(
+        self, agent: str, message_id: int, *, reason: str = "manual"
+    ) -> DeliveryCreated:
+        """``POST /api/deliveries``: ask ``agent`` to act on an existing message."""
+        body = {"agent": agent, "message_id": message_id, "reason": reason}
+        return cast(DeliveryCreated, self._request("POST", "/api/deliveries", json=body))
