@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from pal.errors import Invalid
 from pal.store import agents as agents_store
@@ -96,6 +97,12 @@ def _dedupe(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def _duplicate(conn: Connection, message_id: int) -> dict[str, Any]:
+    message = messages_store.get_message(conn, message_id)
+    found = deliveries_store.list_deliveries(conn, message_id=message_id, limit=1000)
+    return {"message": message, "deliveries": found, "duplicate": True, "suppressed": None}
+
+
 def post_message(conn: Connection, new: NewMessage) -> dict[str, Any]:
     """Insert a message and its deliveries in the caller's transaction.
 
@@ -107,17 +114,15 @@ def post_message(conn: Connection, new: NewMessage) -> dict[str, Any]:
     if new.client_msg_id is not None:
         existing = messages_store.find_by_client_msg_id(conn, new.sender, new.client_msg_id)
         if existing is not None:
-            message = messages_store.get_message(conn, existing)
-            found = deliveries_store.list_deliveries(conn, message_id=existing, limit=1000)
-            return {"message": message, "deliveries": found, "duplicate": True, "suppressed": None}
+            return _duplicate(conn, existing)
 
     topic_id = new.topic
-    thread_root: int | None = None
     if new.parent is not None:
         parent = messages_store.get_message(conn, new.parent)
         if parent["room_id"] != room["id"]:
-            raise Invalid(f"parent message {new.parent} is in room {parent['room']!r}, not {room['name']!r}")
-        thread_root = parent["parent_id"] or parent["id"]
+            raise Invalid(
+                f"parent message {new.parent} is in room {parent['room']!r}, not {room['name']!r}"
+            )
         if topic_id is None:
             topic_id = parent["topic_id"]
     if topic_id is not None:
@@ -141,7 +146,17 @@ def post_message(conn: Connection, new: NewMessage) -> dict[str, Any]:
         "client_msg_id": new.client_msg_id,
         "created_at": utcnow(),
     }
-    message_id = messages_store.insert_message(conn, row)
+    if new.client_msg_id is None:
+        message_id = messages_store.insert_message(conn, row)
+    else:
+        try:  # a concurrent retry (PostgreSQL) may have inserted it since the check above
+            with conn.begin_nested():
+                message_id = messages_store.insert_message(conn, row)
+        except IntegrityError:
+            existing = messages_store.find_by_client_msg_id(conn, new.sender, new.client_msg_id)
+            if existing is None:
+                raise
+            return _duplicate(conn, existing)
     message = {"id": message_id, **row, "room": room["name"]}
 
     suppressed = None
@@ -149,8 +164,9 @@ def post_message(conn: Connection, new: NewMessage) -> dict[str, Any]:
         hops = rooms_store.add_agent_hop(conn, room["id"])
         if hops > rooms_store.hop_limit(room):
             suppressed = (
-                f"loop guard: {hops - 1} agent messages in a row in room {room['name']!r} "
-                f"(hop_limit {rooms_store.hop_limit(room)}); a human message resumes routing"
+                f"loop guard: {hops} agent messages in a row in room {room['name']!r} "
+                f"exceed its hop_limit of {rooms_store.hop_limit(room)}; "
+                "a human message resumes routing"
             )
     elif sender_kind in ("human", "lark") and room["agent_hops"]:
         rooms_store.set_agent_hops(conn, room["id"], 0)
@@ -163,7 +179,7 @@ def post_message(conn: Connection, new: NewMessage) -> dict[str, Any]:
             modes=rooms_store.agent_modes(conn, room["id"]),
             known_agents=known,
             thread_agents=(
-                messages_store.thread_agent_senders(conn, thread_root) if thread_root else set()
+                messages_store.thread_agent_senders(conn, new.parent) if new.parent else set()
             ),
         )
     created = deliveries_store.insert_deliveries(

@@ -70,8 +70,12 @@ def upsert_agent(
             "created_at": now,
             "updated_at": now,
         }
-        conn.execute(agents.insert().values(**row))
-        return row, True
+        try:
+            with conn.begin_nested():
+                conn.execute(agents.insert().values(**row))
+            return row, True
+        except sa.exc.IntegrityError:  # created concurrently (PostgreSQL): update it instead
+            existing = get_agent(conn, key)
     changes: dict[str, Any] = {
         name: value
         for name, value in (

@@ -63,7 +63,13 @@ def create_delivery(
         "reason": reason,
         "status": "pending",
     }
-    return insert_deliveries(conn, [row])[0]
+    try:  # the savepoint keeps a concurrent duplicate (PostgreSQL) a 409
+        with conn.begin_nested():
+            return insert_deliveries(conn, [row])[0]
+    except sa.exc.IntegrityError:
+        raise Conflict(
+            f"agent {agent_key!r} already has a delivery for message {message['id']}"
+        ) from None
 
 
 def get_delivery(conn: Connection, delivery_id: int) -> dict[str, Any]:

@@ -44,11 +44,22 @@ def find_by_client_msg_id(conn: Connection, sender: str, client_msg_id: str) -> 
     return int(found) if found is not None else None
 
 
-def thread_agent_senders(conn: Connection, root_id: int) -> set[str]:
-    """Agents that posted the thread's root message or a reply in it."""
+def thread_agent_senders(conn: Connection, message_id: int) -> set[str]:
+    """Agents that posted anywhere in the thread of ``message_id``: the thread's root message
+    and every reply under it, however deeply nested."""
+    up = (
+        sa.select(messages.c.id, messages.c.parent_id)
+        .where(messages.c.id == message_id)
+        .cte("thread_up", recursive=True)
+    )
+    up = up.union_all(
+        sa.select(messages.c.id, messages.c.parent_id).where(messages.c.id == up.c.parent_id)
+    )
+    root = sa.select(up.c.id).where(up.c.parent_id.is_(None))
+    down = sa.select(messages.c.id).where(messages.c.id.in_(root)).cte("thread", recursive=True)
+    down = down.union_all(sa.select(messages.c.id).where(messages.c.parent_id == down.c.id))
     query = sa.select(messages.c.sender).where(
-        (messages.c.id == root_id) | (messages.c.parent_id == root_id),
-        messages.c.sender_kind == "agent",
+        messages.c.id.in_(sa.select(down.c.id)), messages.c.sender_kind == "agent"
     )
     return set(conn.execute(query).scalars())
 

@@ -34,7 +34,11 @@ def create_room(
         "agent_hops": 0,
         "created_at": utcnow(),
     }
-    conn.execute(rooms.insert().values(**row))
+    try:  # the savepoint keeps a concurrent create of the same name (PostgreSQL) a 409
+        with conn.begin_nested():
+            conn.execute(rooms.insert().values(**row))
+    except sa.exc.IntegrityError:
+        raise Conflict(f"room {name!r} already exists") from None
     return row
 
 
@@ -163,19 +167,25 @@ def set_membership(
     """Add ``member`` to the room, or change its mode. Returns (membership, created)."""
     key = (memberships.c.room_id == room_id) & (memberships.c.member == member)
     existing = conn.execute(sa.select(memberships).where(key)).first()
-    if existing is not None:
-        conn.execute(memberships.update().where(key).values(mode=mode, member_kind=member_kind))
-        return {**as_dict(existing), "mode": mode, "member_kind": member_kind}, False
-    row = {
-        "room_id": room_id,
-        "member": member,
-        "member_kind": member_kind,
-        "mode": mode,
-        "cursor": 0,
-        "created_at": utcnow(),
-    }
-    conn.execute(memberships.insert().values(**row))
-    return row, True
+    if existing is None:
+        row = {
+            "room_id": room_id,
+            "member": member,
+            "member_kind": member_kind,
+            "mode": mode,
+            "cursor": 0,
+            "created_at": utcnow(),
+        }
+        try:
+            with conn.begin_nested():
+                conn.execute(memberships.insert().values(**row))
+            return row, True
+        except sa.exc.IntegrityError:  # invited concurrently (PostgreSQL): set its mode
+            existing = conn.execute(sa.select(memberships).where(key)).first()
+            if existing is None:
+                raise
+    conn.execute(memberships.update().where(key).values(mode=mode, member_kind=member_kind))
+    return {**as_dict(existing), "mode": mode, "member_kind": member_kind}, False
 
 
 def delete_memberships_of(conn: Connection, member: str) -> int:

@@ -107,9 +107,7 @@ messages = sa.Table(
         "room_id", sa.String(40), sa.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column("topic_id", BigId, sa.ForeignKey("topics.id", ondelete="SET NULL"), nullable=True),
-    sa.Column(
-        "parent_id", BigId, sa.ForeignKey("messages.id", ondelete="SET NULL"), nullable=True
-    ),
+    sa.Column("parent_id", BigId, sa.ForeignKey("messages.id", ondelete="SET NULL"), nullable=True),
     sa.Column("sender", sa.String(80), nullable=False),
     sa.Column("sender_kind", sa.String(16), nullable=False),
     sa.Column("content", sa.Text, nullable=False),

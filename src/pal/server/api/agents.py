@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 from pydantic import AliasChoices, Field
 from sqlalchemy.engine import Connection
 
-from pal.server.api.fields import AgentKey, Body, Runtime
+from pal.server.api.fields import AgentKey, Body, JSONObject, Runtime
 from pal.server.deps import DB
 from pal.store import agents as agents_store
 
@@ -27,7 +27,7 @@ class AgentCreate(Body):
     description: Description | None = Field(
         default=None, validation_alias=AliasChoices("description", "desc")
     )
-    config: dict[str, Any] | None = None
+    config: JSONObject | None = None
 
 
 class AgentOnboard(AgentCreate):
@@ -42,14 +42,16 @@ class AgentUpdate(Body):
     description: Description | None = Field(
         default=None, validation_alias=AliasChoices("description", "desc")
     )
-    config: dict[str, Any] | None = None
+    config: JSONObject | None = None
 
 
 class Assignment(Body):
     computer_id: Annotated[str, Field(min_length=1, max_length=40)] | None
 
 
-def _upsert(conn: Connection, body: AgentCreate, key: str | None = None) -> tuple[dict[str, Any], bool]:
+def _upsert(
+    conn: Connection, body: AgentCreate, key: str | None = None
+) -> tuple[dict[str, Any], bool]:
     return agents_store.upsert_agent(
         conn,
         key or body.key,
@@ -121,6 +123,3 @@ async def delete_agent(key: str, db: DB) -> dict[str, Any]:
 async def assign_agent(key: str, body: Assignment, db: DB) -> dict[str, Any]:
     """Assign the agent to a computer, or unassign it with ``{"computer_id": null}``."""
     return {"agent": await db.write(agents_store.assign_agent, key, body.computer_id)}
-
-
-

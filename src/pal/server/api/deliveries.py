@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import AliasChoices, Field
 from sqlalchemy.engine import Connection
 
-from pal.server.api.fields import AgentKey, Body, Limit
+from pal.server.api.fields import MAX_ID, AgentKey, Body, Id, Limit
 from pal.server.deps import DB, HubDep
 from pal.store import agents as agents_store
 from pal.store import deliveries as deliveries_store
@@ -21,16 +21,18 @@ Status = Literal["pending", "claimed", "acked", "failed", "muted"]
 
 class DeliveryCreate(Body):
     agent: AgentKey = Field(validation_alias=AliasChoices("agent", "agent_key"))
-    message_id: int = Field(ge=1)
+    message_id: Id
     reason: Annotated[str, Field(min_length=1, max_length=64)] = "manual"
 
 
 @router.get("/api/deliveries")
 async def list_deliveries(
     db: DB,
-    agent: Annotated[str | None, Query(max_length=40)] = None,
+    agent: Annotated[
+        str | None, Query(max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    ] = None,
     status: Status | None = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Limit = 50,
 ) -> dict[str, Any]:
     items = await db.read(
@@ -42,7 +44,7 @@ async def list_deliveries(
 
 
 @router.get("/api/deliveries/{delivery_id}")
-async def get_delivery(delivery_id: int, db: DB) -> dict[str, Any]:
+async def get_delivery(delivery_id: Annotated[int, Path(le=MAX_ID)], db: DB) -> dict[str, Any]:
     return {"delivery": await db.read(deliveries_store.get_delivery, delivery_id)}
 
 

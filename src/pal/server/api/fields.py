@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 MAX_CONTENT_CHARS = 65_536
 MAX_PAGE = 1000
+# Ids are 64-bit signed integers on both backends; a larger number can name nothing.
+MAX_ID = 2**63 - 1
+MAX_JSON_DEPTH = 32
 
 AgentKey = Annotated[
     str,
@@ -17,6 +21,8 @@ AgentKey = Annotated[
         examples=["codex"],
     ),
 ]
+
+
 def _not_an_id(name: str) -> str:
     if name.startswith("room_"):
         raise ValueError("room names must not start with 'room_' (that prefix is for room ids)")
@@ -54,9 +60,50 @@ Content = Annotated[
 Mode = Literal["mentions", "all", "periodic", "muted", "off"]
 Runtime = Literal["codex", "claude", "command", "neeko", "coco"]
 Limit = Annotated[int, Field(ge=1, le=MAX_PAGE)]
+# A positive id in a JSON body: a real integer (not a string or a boolean) that fits 64 bits.
+Id = Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
+
+
+def _storable(value: Any, depth: int = 0) -> None:
+    """Raise ValueError for JSON the store or the response renderer cannot hold."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key, depth + 1)
+            _storable(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _storable(item, depth + 1)
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int) and not -(2**63) <= value <= 2**64 - 1:
+        raise ValueError("holds an integer that does not fit in 64 bits")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("holds NaN or an infinite number; use a finite number")
+    elif isinstance(value, str) and "\x00" in value:
+        raise ValueError("holds a NUL (\\u0000) character")
+
+
+def _storable_object(value: dict[str, Any]) -> dict[str, Any]:
+    _storable(value)
+    return value
+
+
+# A free-form JSON object (room settings, agent config) that every backend can store.
+JSONObject = Annotated[dict[str, Any], AfterValidator(_storable_object)]
 
 
 class Body(BaseModel):
     """Request bodies reject unknown fields, so a typo is an error rather than ignored."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL; reject it on every backend so both behave alike.
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and "\x00" in v for v in items):
+            raise ValueError("must not contain NUL (\\u0000) characters")
+        return value

@@ -9,7 +9,7 @@ from pydantic import AliasChoices, Field
 from sqlalchemy.engine import Connection
 
 from pal.errors import Invalid
-from pal.server.api.fields import AgentKey, Body, Mode, RoomName
+from pal.server.api.fields import AgentKey, Body, JSONObject, Mode, RoomName
 from pal.server.deps import DB, HubDep
 from pal.store import agents as agents_store
 from pal.store import rooms as rooms_store
@@ -20,7 +20,7 @@ router = APIRouter(tags=["rooms"])
 class RoomCreate(Body):
     name: RoomName
     kind: Annotated[str, Field(pattern=r"^(room|lark)$")] = "room"
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: JSONObject = Field(default_factory=dict)
 
 
 class AgentInvite(Body):
@@ -43,7 +43,11 @@ async def list_rooms(db: DB) -> dict[str, Any]:
 @router.post("/api/rooms", status_code=201)
 async def create_room(body: RoomCreate, db: DB) -> dict[str, Any]:
     _validate_settings(body.settings)
-    room = await db.write(rooms_store.create_room, body.name, body.kind, body.settings)
+    room = await db.write(
+        lambda conn: rooms_store.create_room(
+            conn, body.name, kind=body.kind, settings=body.settings
+        )
+    )
     return {"room": room}
 
 
@@ -101,13 +105,17 @@ async def list_mentionables(room: str, db: DB) -> dict[str, Any]:
 
 
 @router.post("/api/rooms/{room}/agents")
-async def invite_agent(room: str, body: AgentInvite, db: DB, hub: HubDep, response: Response) -> dict[str, Any]:
+async def invite_agent(
+    room: str, body: AgentInvite, db: DB, hub: HubDep, response: Response
+) -> dict[str, Any]:
     """Invite an agent into the room with a delivery mode, or change its mode."""
 
     def write(conn: Connection) -> tuple[dict[str, Any], bool]:
         found = rooms_store.get_room(conn, room)
         agents_store.get_agent(conn, body.agent)
-        membership, created = rooms_store.set_membership(conn, found["id"], body.agent, "agent", body.mode)
+        membership, created = rooms_store.set_membership(
+            conn, found["id"], body.agent, "agent", body.mode
+        )
         return {**membership, "room": found["name"]}, created
 
     membership, created = await db.write(write)

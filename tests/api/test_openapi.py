@@ -1,0 +1,67 @@
+"""/openapi.json describes every endpoint of the server core."""
+
+from __future__ import annotations
+
+import pytest
+
+EXPECTED = [
+    ("get", "/health"),
+    ("get", "/api/chats"),
+    ("get", "/api/rooms"),
+    ("post", "/api/rooms"),
+    ("get", "/api/rooms/{room}"),
+    ("get", "/api/rooms/{room}/members"),
+    ("get", "/api/rooms/{room}/mentionables"),
+    ("post", "/api/rooms/{room}/agents"),
+    ("post", "/api/rooms/{room}/topics"),
+    ("get", "/api/messages"),
+    ("post", "/api/messages"),
+    ("get", "/api/messages/{message_id}"),
+    ("get", "/api/inbox"),
+    ("get", "/api/agents"),
+    ("post", "/api/agents"),
+    ("post", "/api/agents/onboard"),
+    ("get", "/api/agents/{key}"),
+    ("patch", "/api/agents/{key}"),
+    ("delete", "/api/agents/{key}"),
+    ("post", "/api/agents/{key}/assignment"),
+    ("get", "/api/deliveries"),
+    ("post", "/api/deliveries"),
+    ("get", "/api/deliveries/{delivery_id}"),
+]
+
+
+@pytest.fixture
+def spec(client):
+    r = client.get("/openapi.json")
+    assert r.status_code == 200
+    return r.json()
+
+
+def test_openapi_lists_every_core_endpoint(spec):
+    missing = [(m, p) for m, p in EXPECTED if m not in spec["paths"].get(p, {})]
+    assert not missing
+
+
+def test_openapi_describes_the_message_body(spec):
+    schemas = spec["components"]["schemas"]
+    body = schemas["MessageCreate"]
+    assert {"sender", "content"} <= set(body["required"])
+    assert body["properties"]["content"]["maxLength"] == 65_536
+    assert {"mentions", "parent", "topic", "client_msg_id"} <= set(body["properties"])
+
+
+def test_openapi_lists_the_invite_modes(spec):
+    invite = spec["components"]["schemas"]["AgentInvite"]
+    assert set(invite["properties"]["mode"]["enum"]) == {
+        "mentions",
+        "all",
+        "periodic",
+        "muted",
+        "off",
+    }
+
+
+def test_openapi_names_the_api_and_version(spec):
+    assert spec["info"]["title"] == "pal"
+    assert spec["info"]["version"]
