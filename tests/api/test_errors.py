@@ -219,8 +219,8 @@ def test_errors_unknown_endpoint_is_404_json(client, method, url):
     ("method", "url"),
     [("PUT", "/api/agents"), ("DELETE", "/api/rooms"), ("POST", "/health")],
 )
-def test_errors_wrong_method_is_405_json(client, method, url):
-    assert_error(client.request(method, url), 405)
+def test_errors_wrong_method_is_405_naming_method_and_path(client, method, url):
+    assert_error(client.request(method, url), 405, f"method {method} is not allowed on {url}")
 
 
 @pytest.mark.parametrize(

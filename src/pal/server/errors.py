@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from pal.errors import PalError
@@ -30,7 +31,9 @@ def describe_validation(errors: list[Any]) -> tuple[int, str]:
         where = _location(tuple(e.get("loc", ())))
         msg = e.get("msg", "is invalid")
         if e.get("type") == "model_attributes_type" and where == "body":
-            problems.append("the request body must be a JSON object")
+            problems.append(
+                "the request body must be a JSON object (sent as content-type: application/json)"
+            )
         elif e.get("type") == "missing":
             problems.append(f"{where}: is required")
         elif e.get("type") == "extra_forbidden":
@@ -51,12 +54,27 @@ async def _validation_error(_: Request, exc: Exception) -> ORJSONResponse:
     return ORJSONResponse({"error": message}, status_code=status)
 
 
-async def _http_error(_: Request, exc: Exception) -> ORJSONResponse:
+async def _http_error(request: Request, exc: Exception) -> ORJSONResponse:
     assert isinstance(exc, HTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 404 and detail == "Not Found":
         detail = "no such endpoint: see /openapi.json for the API"
+    elif exc.status_code == 405:
+        detail = (
+            f"method {request.method} is not allowed on {request.url.path}; "
+            "see /openapi.json for the methods it takes"
+        )
     return ORJSONResponse({"error": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _integrity_error(request: Request, exc: Exception) -> ORJSONResponse:
+    """A constraint the store did not turn into a domain error: the request clashed with
+    what another request wrote at the same time. Nothing was written; retrying may work."""
+    log.warning("integrity error on %s %s: %s", request.method, request.url.path, exc)
+    return ORJSONResponse(
+        {"error": "the request conflicts with existing data (written concurrently?); retry it"},
+        status_code=409,
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
@@ -70,4 +88,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(PalError, _pal_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(Exception, _unexpected)
