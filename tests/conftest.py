@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 
 from pal.config import load_settings
 from pal.server.app import create_app
@@ -28,6 +29,12 @@ PG_ADMIN_URL = os.environ.get(
     "PAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 BACKENDS = ["sqlite", "postgresql"]
+
+# Property tests run the same examples on every run, so a failure is reproducible and the
+# suite cannot flake on a lucky draw; set HYPOTHESIS_PROFILE=explore for fresh examples.
+hypothesis_settings.register_profile("pal", derandomize=True, deadline=None)
+hypothesis_settings.register_profile("explore", deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "pal"))
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:

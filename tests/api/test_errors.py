@@ -327,5 +327,6 @@ def test_errors_fuzzed_query_parameters_never_crash(client, path, names, data):
     ["/api/rooms/{}/members", "/api/agents/{}", "/api/messages/{}", "/api/deliveries/{}"],
 )
 def test_errors_fuzzed_path_ids_never_crash(client, template, ref):
-    r = client.get(template.format(quote(ref, safe="")))
-    assert r.status_code in (404, 422), r.text
+    r = client.get(template.format(quote(ref, safe="")), follow_redirects=False)
+    # "%2F" decodes to a trailing slash, which the router answers with a redirect
+    assert r.status_code in (404, 422) or (r.status_code == 307 and "/" in ref), r.text
