@@ -53,6 +53,9 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         summary="People and coding agents working together in chat rooms.",
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
+        # FastAPI's built-in OpenTelemetry hooks look up providers on every request; pal does
+        # not export telemetry, so they are switched off.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     app.state.hub = Hub()

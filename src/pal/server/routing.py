@@ -33,6 +33,7 @@ from pal.store import agents as agents_store
 from pal.store import deliveries as deliveries_store
 from pal.store import messages as messages_store
 from pal.store import rooms as rooms_store
+from pal.store.cache import keeps_cache
 from pal.store.tables import utcnow
 
 MODES = ("mentions", "all", "periodic", "muted", "off")
@@ -103,6 +104,7 @@ def _duplicate(conn: Connection, message_id: int) -> dict[str, Any]:
     return {"message": message, "deliveries": found, "duplicate": True, "suppressed": None}
 
 
+@keeps_cache
 def post_message(conn: Connection, new: NewMessage) -> dict[str, Any]:
     """Insert a message and its deliveries in the caller's transaction.
 

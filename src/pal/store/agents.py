@@ -12,6 +12,7 @@ from pal.errors import NotFound
 from pal.store import computers as computers_store
 from pal.store import deliveries as deliveries_store
 from pal.store import rooms as rooms_store
+from pal.store.cache import routing_cache
 from pal.store.rows import as_dict, as_dicts
 from pal.store.tables import agents, utcnow
 
@@ -34,6 +35,7 @@ def get_agent(conn: Connection, key: str) -> dict[str, Any]:
     return agent
 
 
+_ALL_KEYS = sa.select(agents.c.key)
 _EXISTING_KEYS = sa.select(agents.c.key).where(
     agents.c.key.in_(sa.bindparam("keys", expanding=True))
 )
@@ -44,6 +46,11 @@ def existing_keys(conn: Connection, keys: Iterable[str]) -> set[str]:
     wanted = set(keys)
     if not wanted:
         return set()
+    cache = routing_cache(conn)
+    if cache is not None:
+        if cache.agent_keys is None:
+            cache.agent_keys = set(conn.execute(_ALL_KEYS).scalars())
+        return wanted & cache.agent_keys
     return set(conn.execute(_EXISTING_KEYS, {"keys": sorted(wanted)}).scalars())
 
 

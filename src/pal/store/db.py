@@ -7,7 +7,8 @@ connection. The server awaits them through :meth:`Database.read` and :meth:`Data
   queued while a transaction is open are committed together (group commit), each inside its
   own SAVEPOINT when one of them fails, so a failing job never takes its neighbours down and
   never leaves half its rows behind. ``BEGIN IMMEDIATE`` takes the write lock up front, so
-  concurrent posts never fail with "database is locked". Reads run on a small thread pool with their own connections.
+  concurrent posts never fail with "database is locked". Reads run on a small thread pool
+  with their own connections.
 * **PostgreSQL**: reads and writes run on a thread pool over a connection pool; each write is
   one transaction.
 """
@@ -20,12 +21,14 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+
+from pal.store.cache import CACHE_KEY, RoutingCache, job_keeps_cache
 
 log = logging.getLogger(__name__)
 
@@ -73,24 +76,51 @@ def create_engine(url: str, *, writer: bool = False) -> Engine:
 class _Job:
     fn: Callable[..., Any]
     args: tuple[Any, ...]
-    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+    # Set for jobs awaited from an event loop: the result is handed over on that loop.
+    loop: asyncio.AbstractEventLoop | None = None
+    future: Any = None  # asyncio.Future when ``loop`` is set, else concurrent.futures.Future
+
+
+def _settle(outcomes: list[tuple[_Job, bool, Any]]) -> None:
+    for job, ok, value in outcomes:
+        if job.future.done():  # an awaiting request was cancelled; the write stands
+            continue
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
 
 
 class _SQLiteWriter:
-    """One thread, one connection, group commit with a savepoint per job."""
+    """One thread, one connection, group commit; see the module docstring.
+
+    The connection also carries the routing cache (``store/cache.py``), which this class
+    keeps coherent: cleared after jobs that may change what it holds, after a rollback, and
+    when another connection has changed the database.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._cache = RoutingCache()
+        self._data_version: int | None = None
         self._thread = threading.Thread(target=self._run, name="pal-sqlite-writer", daemon=True)
         self._thread.start()
 
     def submit(
         self, fn: Callable[..., Any], args: tuple[Any, ...]
     ) -> concurrent.futures.Future[Any]:
-        job = _Job(fn, args)
+        job = _Job(fn, args, future=concurrent.futures.Future())
         self._queue.put(job)
-        return job.future
+        future: concurrent.futures.Future[Any] = job.future
+        return future
+
+    def submit_async(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        job = _Job(fn, args, loop=loop, future=loop.create_future())
+        self._queue.put(job)
+        future: asyncio.Future[Any] = job.future
+        return future
 
     def close(self) -> None:
         self._queue.put(None)
@@ -110,6 +140,7 @@ class _SQLiteWriter:
 
     def _run(self) -> None:
         conn = self._engine.connect()
+        conn.info[CACHE_KEY] = self._cache
         try:
             stop = False
             while not stop:
@@ -117,11 +148,24 @@ class _SQLiteWriter:
                 if first is None:
                     break
                 batch, stop = self._take_batch(first)
-                self._run_batch(conn, batch)
+                self._report(self._run_batch(conn, batch))
         finally:
             conn.close()
 
-    def _run_batch(self, conn: Connection, batch: list[_Job]) -> None:
+    def _check_data_version(self, conn: Connection) -> None:
+        version = conn.exec_driver_sql("PRAGMA data_version").scalar()
+        if version != self._data_version:
+            self._cache.clear()
+            self._data_version = version
+
+    def _call(self, conn: Connection, job: _Job) -> Any:
+        try:
+            return job.fn(conn, *job.args)
+        finally:
+            if not job_keeps_cache(job.fn):
+                self._cache.clear()
+
+    def _run_batch(self, conn: Connection, batch: list[_Job]) -> list[tuple[_Job, bool, Any]]:
         """Commit ``batch`` in one transaction. Jobs run back to back without savepoints
         (the common case: nothing fails); if any job raises, the whole transaction is rolled
         back and the batch re-run with a savepoint per job, so each job still commits or
@@ -129,32 +173,44 @@ class _SQLiteWriter:
         if len(batch) > 1:
             try:
                 with conn.begin():
-                    values = [job.fn(conn, *job.args) for job in batch]
+                    self._check_data_version(conn)
+                    values = [self._call(conn, job) for job in batch]
             except Exception:
-                pass  # re-run below, isolating each job in a savepoint
+                self._cache.clear()  # re-run below, isolating each job in a savepoint
             else:
-                for job, value in zip(batch, values, strict=True):
-                    job.future.set_result(value)
-                return
-        results: list[tuple[bool, Any]] = []
+                return [(job, True, value) for job, value in zip(batch, values, strict=True)]
+        outcomes: list[tuple[_Job, bool, Any]] = []
         try:
             with conn.begin():
+                self._check_data_version(conn)
                 for job in batch:
                     try:
                         with conn.begin_nested():
-                            results.append((True, job.fn(conn, *job.args)))
+                            outcomes.append((job, True, self._call(conn, job)))
                     except Exception as exc:  # the job's own error, reported to its caller
-                        results.append((False, exc))
+                        self._cache.clear()
+                        outcomes.append((job, False, exc))
         except Exception as exc:  # BEGIN or COMMIT failed: nothing in this batch was written
+            self._cache.clear()
             log.warning("sqlite write batch failed: %s", exc, extra={"action": "write_failed"})
-            for job in batch:
-                job.future.set_exception(exc)
-            return
-        for job, (ok, value) in zip(batch, results, strict=True):
-            if ok:
-                job.future.set_result(value)
+            return [(job, False, exc) for job in batch]
+        return outcomes
+
+    @staticmethod
+    def _report(outcomes: list[tuple[_Job, bool, Any]]) -> None:
+        """Hand results to their callers: one wake-up per event loop, not one per job."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}
+        for outcome in outcomes:
+            loop = outcome[0].loop
+            if loop is None:
+                _settle([outcome])
             else:
-                job.future.set_exception(value)
+                by_loop.setdefault(loop, []).append(outcome)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:  # the loop has closed; nobody is waiting any more
+                pass
 
 
 class Database:
@@ -195,7 +251,7 @@ class Database:
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in a write transaction: all of it commits, or none of it."""
         if self._writer is not None:
-            result: T = await asyncio.wrap_future(self._writer.submit(fn, args))
+            result: T = await self._writer.submit_async(fn, args)
             return result
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self.write_sync, fn, *args)

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pal.errors import Conflict, NotFound
+from pal.store.cache import routing_cache
 from pal.store.rows import as_dict, as_dicts
 from pal.store.tables import agents, memberships, messages, rooms, topics, utcnow
 
@@ -67,9 +68,19 @@ _ADD_HOP = (
 def find_room(conn: Connection, ref: str) -> dict[str, Any] | None:
     if "\x00" in ref:  # no room has one, and PostgreSQL refuses NUL in a query
         return None
+    cache = routing_cache(conn)
+    if cache is not None and ref in cache.room_ids:
+        return dict(cache.rooms[cache.room_ids[ref]])
     query = _ROOM_BY_ID if ref.startswith("room_") else _ROOM_BY_NAME
     row = conn.execute(query, {"ref": ref}).first()
-    return as_dict(row) if row else None
+    if row is None:
+        return None
+    room = as_dict(row)
+    if cache is not None:
+        cache.room_ids[ref] = room["id"]
+        cache.rooms[room["id"]] = room
+        return dict(room)
+    return room
 
 
 def get_room(conn: Connection, ref: str) -> dict[str, Any]:
@@ -101,11 +112,20 @@ def list_rooms(conn: Connection) -> list[dict[str, Any]]:
 
 def set_agent_hops(conn: Connection, room_id: str, hops: int) -> None:
     conn.execute(_SET_HOPS, {"room_id": room_id, "agent_hops": hops})
+    _cache_hops(conn, room_id, hops)
+
+
+def _cache_hops(conn: Connection, room_id: str, hops: int) -> None:
+    cache = routing_cache(conn)
+    if cache is not None and room_id in cache.rooms:
+        cache.rooms[room_id]["agent_hops"] = hops
 
 
 def add_agent_hop(conn: Connection, room_id: str) -> int:
     """Count one more agent message in a row in the room; returns the new count."""
-    return int(conn.execute(_ADD_HOP, {"room_id": room_id}).scalar_one())
+    hops = int(conn.execute(_ADD_HOP, {"room_id": room_id}).scalar_one())
+    _cache_hops(conn, room_id, hops)
+    return hops
 
 
 def hop_limit(room: dict[str, Any]) -> int:
@@ -158,7 +178,14 @@ def list_members(conn: Connection, room_id: str) -> list[dict[str, Any]]:
 
 def agent_modes(conn: Connection, room_id: str) -> dict[str, str]:
     """``{agent_key: mode}`` for the agent members of a room (the routing input)."""
-    return {member: mode for member, mode in conn.execute(_AGENT_MODES, {"room_id": room_id})}
+    cache = routing_cache(conn)
+    if cache is not None and room_id in cache.agent_modes:
+        return dict(cache.agent_modes[room_id])
+    modes = {member: mode for member, mode in conn.execute(_AGENT_MODES, {"room_id": room_id})}
+    if cache is not None:
+        cache.agent_modes[room_id] = modes
+        return dict(modes)
+    return modes
 
 
 def set_membership(

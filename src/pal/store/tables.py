@@ -48,12 +48,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             return super().bind_processor(dialect)
 
         def process(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to UTCDateTime")
-            naive = value.astimezone(UTC).replace(tzinfo=None)
-            return naive.isoformat(" ", timespec="microseconds")
+            return None if value is None else sqlite_timestamp(value)
 
         return process
 
@@ -65,6 +60,15 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
         return process
+
+
+def sqlite_timestamp(value: datetime) -> str:
+    """How SQLite stores a timestamp: naive UTC text that sorts in time order."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given for a UTC timestamp")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", timespec="microseconds")
 
 
 def utcnow() -> datetime:
