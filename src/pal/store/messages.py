@@ -5,6 +5,7 @@ Message ids increase monotonically, so ``after=`` / ``before=`` cursors page on 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -13,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from pal.errors import NotFound
 from pal.store.rows import as_dict, as_dicts
-from pal.store.tables import deliveries, messages, rooms
+from pal.store.tables import deliveries, messages, rooms, sqlite_timestamp
 
 _MESSAGE_COLUMNS = (*messages.c, rooms.c.name.label("room"))
 _FROM = messages.join(rooms, rooms.c.id == messages.c.room_id)
@@ -26,8 +27,33 @@ _BY_CLIENT_MSG_ID = sa.select(messages.c.id).where(
 )
 
 
+_SQLITE_COLUMNS = (
+    "room_id",
+    "topic_id",
+    "parent_id",
+    "sender",
+    "sender_kind",
+    "content",
+    "mentions",
+    "source",
+    "client_msg_id",
+    "created_at",
+)
+_SQLITE_INSERT = (
+    f"INSERT INTO messages ({', '.join(_SQLITE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_SQLITE_COLUMNS))}) RETURNING id"
+)
+
+
 def insert_message(conn: Connection, row: dict[str, Any]) -> int:
-    return int(conn.execute(_INSERT, row).scalar_one())
+    """Insert one message row; returns its id. On SQLite (the hot path of every post) the
+    statement goes straight to the driver, values encoded as SQLAlchemy stores them."""
+    if conn.dialect.name != "sqlite":
+        return int(conn.execute(_INSERT, row).scalar_one())
+    params = [row[name] for name in _SQLITE_COLUMNS]
+    params[6] = json.dumps(row["mentions"])
+    params[9] = sqlite_timestamp(row["created_at"])
+    return int(conn.exec_driver_sql(_SQLITE_INSERT, tuple(params)).scalar_one())
 
 
 def get_message(conn: Connection, message_id: int) -> dict[str, Any]:
