@@ -21,7 +21,8 @@ from pal.store.db import Database, open_database
 
 log = logging.getLogger(__name__)
 
-ROUTERS = (health.router, rooms.router, messages.router, agents.router, deliveries.router)
+# Routers are matched in order: the health check and message posts and reads come first.
+ROUTERS = (health.router, messages.router, rooms.router, agents.router, deliveries.router)
 
 
 def open_store(settings: Settings) -> Database:
