@@ -97,6 +97,18 @@ def _port(raw: str | None) -> int:
     return port
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(raw: str | None) -> str:
+    level = (raw or "info").strip().lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            f"PAL_LOG_LEVEL={raw!r} is not a log level: use one of {', '.join(LOG_LEVELS)}"
+        )
+    return level
+
+
 def resolve_server_url(flag: str | None, env: Mapping[str, str] | None = None) -> str:
     """The server URL for clients: ``--server``, then LOCK_SERVER_URL, then PAL_SERVER."""
     env = os.environ if env is None else env
@@ -119,7 +131,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "daemon_url": (env.get("LOCK_DAEMON_URL") or DEFAULT_DAEMON_URL).rstrip("/"),
         "lark_config": Path(env.get("PAL_LARK_CONFIG") or home / "lark.json").expanduser(),
         "reaction_emoji": env.get("PAL_LARK_ACTION_REACTION_EMOJI") or DEFAULT_REACTION_EMOJI,
-        "log_level": (env.get("PAL_LOG_LEVEL") or "info").lower(),
+        "log_level": _log_level(env.get("PAL_LOG_LEVEL")),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from pal.cli.database import describe, reported_errors
 from pal.config import ConfigError, ensure_home, load_settings
 
 app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
@@ -19,7 +20,9 @@ def upgrade() -> None:
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    if settings.is_sqlite:
-        ensure_home(settings.home)
-    migrate.upgrade(settings.db_url)
-    typer.echo(f"database at revision {migrate.current_revision(settings.db_url)}")
+    with reported_errors(settings.db_url):
+        if settings.is_sqlite:
+            ensure_home(settings.home)
+        migrate.upgrade(settings.db_url)
+        revision = migrate.current_revision(settings.db_url)
+    typer.echo(f"{describe(settings.db_url)} is at revision {revision}")

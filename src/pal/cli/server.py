@@ -8,6 +8,7 @@ import sys
 
 import typer
 
+from pal.cli.database import describe, reported_errors
 from pal.config import ConfigError, load_settings
 
 
@@ -17,7 +18,6 @@ def serve(
 ) -> None:
     """Run the pal server until interrupted."""
     # Imported here so that `pal console` and friends start without loading the server stack.
-    import sqlalchemy as sa
     import uvicorn
 
     from pal.server.app import create_app, open_store
@@ -37,18 +37,12 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    try:
+    with reported_errors(settings.db_url):
         database = open_store(settings)
-    except (sa.exc.SQLAlchemyError, OSError) as exc:
-        reason = getattr(exc, "orig", None) or exc
-        typer.echo(
-            f"error: cannot open the database {_describe(settings.db_url)}: {reason}", err=True
-        )
-        raise typer.Exit(1) from None
     app = create_app(settings, database=database)
     _tune_gc()
     typer.echo(
-        f"pal server on http://{settings.host}:{settings.port} (db: {_describe(settings.db_url)})",
+        f"pal server on http://{settings.host}:{settings.port} (db: {describe(settings.db_url)})",
         err=True,
     )
     uvicorn.run(
@@ -65,15 +59,7 @@ def serve(
 def _tune_gc() -> None:
     """Move start-up objects out of the collector's sight and collect young objects less
     often: under load the default thresholds run a collection every few requests, and those
-    pauses were the largest part of the message post's tail latency (bench/README.md)."""
+    pauses were the largest part of the message post's tail latency (docs/architecture.md)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 1_000)
-
-
-def _describe(url: str) -> str:
-    import sqlalchemy as sa
-
-    if url.startswith("sqlite"):
-        return url.removeprefix("sqlite:///")
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
