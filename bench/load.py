@@ -20,6 +20,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 POST_SCRIPT = HERE / "post_message.lua"
+PACED_POST_SCRIPT = HERE / "post_paced.lua"
 GET_SCRIPT = HERE / "get.lua"
 MARKER = "BENCH_JSON "
 

@@ -39,7 +39,15 @@ import httpx
 import pal
 from checks import check_page, settled_room_counts
 from hotspots import finish_recording, format_profile, parse, start_recording
-from load import GET_SCRIPT, POST_SCRIPT, MeasurementError, WrkResult, ensure_wrk, run_wrk
+from load import (
+    GET_SCRIPT,
+    PACED_POST_SCRIPT,
+    POST_SCRIPT,
+    MeasurementError,
+    WrkResult,
+    ensure_wrk,
+    run_wrk,
+)
 from pal.config import ensure_home
 from report import Figure, format_table, write_json
 from seed import SeededRoom, seed_room
@@ -64,6 +72,9 @@ SENDER = "alice"
 TARGET_POSTS_PER_S = 1_000
 TARGET_SHARE_OF_CEILING = 40.0
 TARGET_POST_P99_MS = 50.0
+# The paced run's delays aim a little above the target rate: each connection also waits for
+# its answers, which takes this long on average.
+PACED_LATENCY_ALLOWANCE_MS = 10.0
 TARGET_PAGE_P95_MS = 20.0
 TARGET_SEARCH_P95_MS = 50.0
 STOP_TIMEOUT_S = 15
@@ -177,6 +188,42 @@ def warm_up(run: Run, server: ServerProcess) -> None:
 # -- 1. posting -------------------------------------------------------------------------------
 
 
+def measure_paced_posts(run: Run, server: ServerProcess, section: str) -> None:
+    """Latency at the target rate: the same connections, each pacing its requests with
+    random delays so that about TARGET_POSTS_PER_S messages/s arrive (into the scratch room,
+    so the correctness counts of the saturated run stay exact)."""
+    args = run.args
+    mean_delay_ms = 1000.0 * args.connections / TARGET_POSTS_PER_S - PACED_LATENCY_ALLOWANCE_MS
+    paced = run.wrk_run(
+        f"{server.url}/api/messages",
+        label="post paced",
+        script=PACED_POST_SCRIPT,
+        script_args=(SCRATCH_ROOM, SENDER, f"{mean_delay_ms:.1f}"),
+        connections=args.connections,
+        duration=args.duration,
+    )
+    server.check_alive()
+    lat = paced.latency_ms
+    run.add(
+        section,
+        "paced run: messages/s achieved",
+        round(paced.expected_rate, 1),
+        "/s",
+        ">=",
+        TARGET_POSTS_PER_S,
+        note=f"random delays, mean {mean_delay_ms:.0f} ms per connection",
+    )
+    run.add(
+        section,
+        "POST latency p99 at the target rate (paced)",
+        lat["p99"],
+        "ms",
+        "<=",
+        TARGET_POST_P99_MS,
+        note=f"p50 {lat['p50']:.1f}, p90 {lat['p90']:.1f}, max {lat['max']:.1f} ms",
+    )
+
+
 def measure_posts(run: Run, server: ServerProcess, db_url: str) -> None:
     args = run.args
     section = (
@@ -217,8 +264,14 @@ def measure_posts(run: Run, server: ServerProcess, db_url: str) -> None:
         ">=",
         TARGET_SHARE_OF_CEILING,
     )
-    run.add(section, "POST latency p50", lat["p50"], "ms")
-    run.add(section, "POST latency p99", lat["p99"], "ms", "<=", TARGET_POST_P99_MS)
+    run.add(section, "POST latency p50 (saturated)", lat["p50"], "ms")
+    run.add(
+        section,
+        "POST latency p99 (saturated)",
+        lat["p99"],
+        "ms",
+        note="closed loop: latency = connections / throughput; judged at the target rate below",
+    )
     run.add(
         section,
         "POST latency mean / p90 / max",
@@ -226,6 +279,8 @@ def measure_posts(run: Run, server: ServerProcess, db_url: str) -> None:
         "ms",
         note=f"p90 {lat['p90']:.1f} ms, max {lat['max']:.1f} ms",
     )
+
+    measure_paced_posts(run, server, section)
 
     for result in (post, health):
         cpu = result.cpu_cores
