@@ -41,12 +41,14 @@ _COUNTS = sa.text(
            coalesce(min(n), 0) AS lo,
            coalesce(max(n), 0) AS hi
     FROM (
-        SELECT m.id, count(d.id) AS n
+        SELECT m.id, coalesce(d.n, 0) AS n
         FROM messages m
         JOIN rooms r ON r.id = m.room_id
-        LEFT JOIN deliveries d ON d.message_id = m.id
+        -- deliveries has no index on message_id alone: count them in one pass, then join
+        LEFT JOIN (
+            SELECT message_id, count(*) AS n FROM deliveries GROUP BY message_id
+        ) d ON d.message_id = m.id
         WHERE r.name = :room
-        GROUP BY m.id
     ) per_message
     """
 )
