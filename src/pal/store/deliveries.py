@@ -92,12 +92,8 @@ def _sqlite_insert_sql(count: int) -> str:
 def create_delivery(
     conn: Connection, *, agent_key: str, message: dict[str, Any], reason: str
 ) -> dict[str, Any]:
-    """A delivery made by hand (``POST /api/deliveries``); one per agent and message."""
-    query = sa.select(deliveries.c.id).where(
-        deliveries.c.agent_key == agent_key, deliveries.c.message_id == message["id"]
-    )
-    if conn.execute(query).first():
-        raise Conflict(f"agent {agent_key!r} already has a delivery for message {message['id']}")
+    """A delivery made by hand (``POST /api/deliveries``); one per agent and message:
+    the unique constraint refuses a second one, made now or concurrently (:class:`Conflict`)."""
     row = {
         "agent_key": agent_key,
         "message_id": message["id"],
@@ -106,7 +102,7 @@ def create_delivery(
         "reason": reason,
         "status": "pending",
     }
-    try:  # the savepoint keeps a concurrent duplicate (PostgreSQL) a 409
+    try:  # the savepoint keeps the transaction usable after the refused insert
         with conn.begin_nested():
             return insert_deliveries(conn, [row])[0]
     except sa.exc.IntegrityError:

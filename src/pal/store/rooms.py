@@ -24,9 +24,8 @@ def new_room_id() -> str:
 def create_room(
     conn: Connection, name: str, *, kind: str = "room", settings: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Create a room named ``name``; :class:`Conflict` if the name is taken."""
-    if conn.execute(sa.select(rooms.c.id).where(rooms.c.name == name)).first():
-        raise Conflict(f"room {name!r} already exists")
+    """Create a room named ``name``; :class:`Conflict` if the name is taken (the unique
+    constraint decides, so a concurrent create of the same name is refused too)."""
     row = {
         "id": new_room_id(),
         "name": name,
@@ -35,7 +34,7 @@ def create_room(
         "agent_hops": 0,
         "created_at": utcnow(),
     }
-    try:  # the savepoint keeps a concurrent create of the same name (PostgreSQL) a 409
+    try:  # the savepoint keeps the transaction usable after the refused insert
         with conn.begin_nested():
             conn.execute(rooms.insert().values(**row))
     except sa.exc.IntegrityError:

@@ -18,22 +18,6 @@ DisplayName = Annotated[str, Field(min_length=1, max_length=120, pattern=r"\S")]
 Description = Annotated[str, Field(max_length=4000)]
 
 
-class AgentCreate(Body):
-    key: AgentKey = Field(validation_alias=AliasChoices("key", "agent_key"))
-    display_name: DisplayName | None = Field(
-        default=None, validation_alias=AliasChoices("display_name", "name")
-    )
-    runtime: Runtime | None = None
-    description: Description | None = Field(
-        default=None, validation_alias=AliasChoices("description", "desc")
-    )
-    config: JSONObject | None = None
-
-
-class AgentOnboard(AgentCreate):
-    computer_id: Annotated[str, Field(min_length=1, max_length=40)] | None = None
-
-
 class AgentUpdate(Body):
     display_name: DisplayName | None = Field(
         default=None, validation_alias=AliasChoices("display_name", "name")
@@ -45,16 +29,22 @@ class AgentUpdate(Body):
     config: JSONObject | None = None
 
 
+class AgentCreate(AgentUpdate):
+    key: AgentKey = Field(validation_alias=AliasChoices("key", "agent_key"))
+
+
+class AgentOnboard(AgentCreate):
+    computer_id: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+
+
 class Assignment(Body):
     computer_id: Annotated[str, Field(min_length=1, max_length=40)] | None
 
 
-def _upsert(
-    conn: Connection, body: AgentCreate, key: str | None = None
-) -> tuple[dict[str, Any], bool]:
+def _upsert(conn: Connection, key: str, body: AgentUpdate) -> tuple[dict[str, Any], bool]:
     return agents_store.upsert_agent(
         conn,
-        key or body.key,
+        key,
         display_name=body.display_name,
         runtime=body.runtime,
         description=body.description,
@@ -75,7 +65,7 @@ async def get_agent(key: str, db: DB) -> dict[str, Any]:
 @router.post("/api/agents", status_code=201)
 async def create_agent(body: AgentCreate, db: DB, response: Response) -> dict[str, Any]:
     """Create an agent, or update the given fields of an existing one (200)."""
-    agent, created = await db.write(_upsert, body)
+    agent, created = await db.write(_upsert, body.key, body)
     response.status_code = 201 if created else 200
     return {"agent": agent, "created": created}
 
@@ -86,7 +76,7 @@ async def onboard_agent(body: AgentOnboard, db: DB, response: Response) -> dict[
     all or nothing."""
 
     def write(conn: Connection) -> tuple[dict[str, Any], bool]:
-        agent, created = _upsert(conn, body)
+        agent, created = _upsert(conn, body.key, body)
         if body.computer_id is not None:
             agent = agents_store.assign_agent(conn, body.key, body.computer_id)
         return agent, created
@@ -99,15 +89,8 @@ async def onboard_agent(body: AgentOnboard, db: DB, response: Response) -> dict[
 @router.patch("/api/agents/{key}")
 async def update_agent(key: str, body: AgentUpdate, db: DB) -> dict[str, Any]:
     def write(conn: Connection) -> dict[str, Any]:
-        agents_store.get_agent(conn, key)
-        agent, _ = agents_store.upsert_agent(
-            conn,
-            key,
-            display_name=body.display_name,
-            runtime=body.runtime,
-            description=body.description,
-            config=body.config,
-        )
+        agents_store.get_agent(conn, key)  # PATCH edits an agent; it never creates one
+        agent, _ = _upsert(conn, key, body)
         return agent
 
     return {"agent": await db.write(write)}
