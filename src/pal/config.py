@@ -16,6 +16,10 @@ DEFAULT_PORT = 4127
 DEFAULT_SERVER_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 DEFAULT_DAEMON_URL = "http://127.0.0.1:4137"
 DEFAULT_REACTION_EMOJI = "Typing"
+DEFAULT_LOCAL_PORT = 4137
+# Seconds without a heartbeat after which a computer is offline (its claims go back to
+# pending and its running runs become lost).
+DEFAULT_HEARTBEAT_GRACE = 60.0
 
 ENV_VARS: dict[str, str] = {
     "PAL_HOME": "~/.pal",
@@ -33,6 +37,7 @@ ENV_VARS: dict[str, str] = {
     "PAL_LARK_CONFIG": "$PAL_HOME/lark.json",
     "PAL_LARK_ACTION_REACTION_EMOJI": DEFAULT_REACTION_EMOJI,
     "PAL_LOG_LEVEL": "info",
+    "PAL_HEARTBEAT_GRACE": str(int(DEFAULT_HEARTBEAT_GRACE)),
 }
 
 
@@ -53,10 +58,21 @@ class Settings:
     lark_config: Path
     reaction_emoji: str
     log_level: str
+    api_key: str | None = None
+    agent: str | None = None
+    computer_id: str | None = None
+    computer_secret: str | None = None
+    daemon_token: str | None = None
+    heartbeat_grace: float = DEFAULT_HEARTBEAT_GRACE
 
     @property
     def is_sqlite(self) -> bool:
         return self.db_url.startswith("sqlite")
+
+    @property
+    def daemon_token_file(self) -> Path:
+        """Where the daemon keeps its local API bearer token (owner-only, 0600)."""
+        return self.home / "daemon.token"
 
 
 def _home(env: Mapping[str, str]) -> Path:
@@ -109,6 +125,20 @@ def _log_level(raw: str | None) -> str:
     return level
 
 
+def _grace(raw: str | None) -> float:
+    if raw is None or raw == "":
+        return DEFAULT_HEARTBEAT_GRACE
+    try:
+        grace = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"PAL_HEARTBEAT_GRACE={raw!r} is not a number: use seconds, such as 60"
+        ) from None
+    if not 1 <= grace <= 86_400:
+        raise ConfigError(f"PAL_HEARTBEAT_GRACE={raw} is out of range: use 1-86400 seconds")
+    return grace
+
+
 def resolve_server_url(flag: str | None, env: Mapping[str, str] | None = None) -> str:
     """The server URL for clients: ``--server``, then LOCK_SERVER_URL, then PAL_SERVER."""
     env = os.environ if env is None else env
@@ -132,6 +162,12 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "lark_config": Path(env.get("PAL_LARK_CONFIG") or home / "lark.json").expanduser(),
         "reaction_emoji": env.get("PAL_LARK_ACTION_REACTION_EMOJI") or DEFAULT_REACTION_EMOJI,
         "log_level": _log_level(env.get("PAL_LOG_LEVEL")),
+        "api_key": env.get("PAL_API_KEY") or None,
+        "agent": env.get("PAL_AGENT") or None,
+        "computer_id": env.get("PAL_COMPUTER_ID") or None,
+        "computer_secret": env.get("PAL_COMPUTER_SECRET") or None,
+        "daemon_token": env.get("LOCK_DAEMON_TOKEN") or None,
+        "heartbeat_grace": _grace(env.get("PAL_HEARTBEAT_GRACE")),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -38,3 +38,15 @@ class Invalid(PalError):
     """The request is well-formed but asks for something that cannot be done."""
 
     status = 422
+
+
+class Unauthorized(PalError):
+    """No credential, or one the server does not accept (wrong, revoked or rotated)."""
+
+    status = 401
+
+
+class Forbidden(PalError):
+    """The credential is valid but does not allow this (another computer's resource)."""
+
+    status = 403

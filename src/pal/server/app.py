@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,8 +12,18 @@ from fastapi import FastAPI
 
 import pal
 from pal.config import Settings, ensure_home
-from pal.server import errors
-from pal.server.api import agents, deliveries, health, messages, rooms
+from pal.server import errors, liveness
+from pal.server.api import (
+    agents,
+    computers,
+    daemon_ws,
+    deliveries,
+    health,
+    messages,
+    rooms,
+    runs,
+    sessions,
+)
 from pal.server.hub import Hub
 from pal.server.middleware import DefaultJSONContentType
 from pal.server.responses import ORJSONResponse
@@ -22,7 +34,17 @@ from pal.store.db import Database, open_database
 log = logging.getLogger(__name__)
 
 # Routers are matched in order: the health check and message posts and reads come first.
-ROUTERS = (health.router, messages.router, rooms.router, agents.router, deliveries.router)
+ROUTERS = (
+    health.router,
+    messages.router,
+    rooms.router,
+    agents.router,
+    deliveries.router,
+    computers.router,
+    daemon_ws.router,
+    runs.router,
+    sessions.router,
+)
 
 
 def open_store(settings: Settings) -> Database:
@@ -41,10 +63,16 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         db = database or open_store(settings)
         await db.write(rooms_store.ensure_room, rooms_store.DEFAULT_ROOM)
         app.state.db = db
+        sweeper = asyncio.create_task(
+            liveness.sweep_forever(db, app.state.hub, settings.heartbeat_grace)
+        )
         log.info("pal server ready (%s)", db.dialect, extra={"action": "server_ready"})
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             if database is None:
                 db.close()
 

@@ -34,6 +34,7 @@ def insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> list[dict
         {
             "attempt": 0,
             "computer_id": None,
+            "claimed_by": None,
             "error": None,
             "claimed_at": None,
             "lease_until": None,

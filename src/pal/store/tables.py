@@ -136,6 +136,10 @@ computers = sa.Table(
     sa.Column("version", sa.String(32), nullable=True),
     sa.Column("runtimes", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # When a daemon last connected (``POST /api/computers/connect``).
+    sa.Column("connected_at", UTCDateTime, nullable=True),
+    # Set when the key is revoked (``key_hash`` is then NULL): no daemon can connect.
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
 )
 
 agents = sa.Table(
@@ -191,6 +195,9 @@ deliveries = sa.Table(
     sa.Column("reason", sa.String(64), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("computer_id", sa.String(40), nullable=True),
+    # The daemon process (its ``daemon_id`` from connect) holding the claim: a retried claim
+    # by the same daemon is idempotent, a claim by any other daemon is refused.
+    sa.Column("claimed_by", sa.String(64), nullable=True),
     sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
     sa.Column("claimed_at", UTCDateTime, nullable=True),
     sa.Column("lease_until", UTCDateTime, nullable=True),
@@ -200,4 +207,72 @@ deliveries = sa.Table(
     sa.UniqueConstraint("agent_key", "message_id"),
     sa.Index(None, "agent_key", "status", "id"),
     sa.Index(None, "status", "id"),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("agent_key", sa.String(40), nullable=False),
+    sa.Column(
+        "room_id", sa.String(40), sa.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False
+    ),
+    # 0 stands for "no topic" so that the unique key below holds (NULLs never collide);
+    # the store turns it back into None.
+    sa.Column("topic_id", BigId, nullable=False, server_default="0"),
+    sa.Column("runtime", sa.String(32), nullable=False),
+    sa.Column("runtime_session_id", sa.String(200), nullable=True),
+    sa.Column("cwd", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("agent_key", "room_id", "topic_id"),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    # Not foreign keys: a run stays as history after its delivery, message or agent goes.
+    sa.Column("delivery_id", BigId, nullable=True),
+    sa.Column("message_id", BigId, nullable=True),
+    sa.Column("room_id", sa.String(40), nullable=True),
+    sa.Column("topic_id", BigId, nullable=True),
+    sa.Column("session_id", BigId, nullable=True),
+    sa.Column("agent_key", sa.String(40), nullable=False),
+    sa.Column("computer_id", sa.String(40), nullable=True),
+    sa.Column("daemon_id", sa.String(64), nullable=True),
+    sa.Column("runtime", sa.String(32), nullable=True),
+    # running → completed | failed | killed | lost
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("dry_run", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("restart_of", BigId, nullable=True),
+    sa.Column("usage", sa.JSON, nullable=True),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index(None, "status", "computer_id"),
+    sa.Index(None, "agent_key", "id"),
+    sa.Index(None, "session_id"),
+    sa.Index(None, "delivery_id"),
+)
+
+run_actions = sa.Table(
+    "run_actions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", BigId, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("computer_id", sa.String(40), nullable=True),
+    # kill | restart
+    sa.Column("action", sa.String(16), nullable=False),
+    # pending (not yet taken by the daemon) → sent → done | failed
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("requested_by", sa.String(80), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index(None, "computer_id", "status"),
+    sa.Index(None, "run_id"),
 )

@@ -1,0 +1,1 @@
+"""(being written) ``pal cli``: agent and human commands through the daemon's local API."""

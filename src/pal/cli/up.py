@@ -1,0 +1,1 @@
+"""(being written) ``pal up``: server, computer and daemon in one command."""

@@ -1,0 +1,1 @@
+"""The daemon: connects one computer, claims deliveries, starts runs."""
