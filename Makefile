@@ -1,4 +1,4 @@
-# pal: `make run` starts pal on SQLite under PAL_HOME; `make test` runs the whole suite.
+# pal: `make run` starts the server and this machine's daemon (`pal up`); `make test` runs the whole suite.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(VENV)/bin/pal server
+	$(VENV)/bin/pal up
 
 test: install
 	$(PY) -m pytest -n 2 --dist loadfile
@@ -32,6 +32,7 @@ format: install
 
 bench: install
 	$(PY) bench/run.py
+	$(PY) bench/daemons.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis test-output

@@ -20,6 +20,8 @@ from pal.errors import PalError
 Runtime = Literal["neeko", "coco", "codex", "claude", "command"]
 Mode = Literal["mentions", "all", "periodic", "muted", "off"]
 DeliveryStatus = Literal["pending", "claimed", "acked", "failed", "muted"]
+RunStatus = Literal["running", "completed", "failed", "killed", "lost"]
+RunActionName = Literal["kill", "restart"]
 
 
 class ClientError(PalError):
@@ -43,6 +45,20 @@ class ServerUnreachable(ClientError):
         super().__init__(
             f"cannot reach the pal server at {base_url} ({reason}); "
             "is `pal server` running? set --server or PAL_SERVER"
+        )
+        self.base_url = base_url
+        self.reason = reason
+
+
+class DaemonUnreachable(ClientError):
+    """The daemon's local API gave no HTTP answer (``pal cli`` talks only to the daemon)."""
+
+    status = 503
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        super().__init__(
+            f"cannot reach the pal daemon at {base_url}; is `pal daemon` running? "
+            f"({reason}; set LOCK_DAEMON_URL if it listens elsewhere)"
         )
         self.base_url = base_url
         self.reason = reason
@@ -152,6 +168,66 @@ class Agent(TypedDict):
     updated_at: str
 
 
+class Computer(TypedDict):
+    id: str
+    name: str
+    status: str
+    last_seen_at: str | None
+    connected_at: str | None
+    platform: str | None
+    version: str | None
+    runtimes: list[dict[str, Any]]
+    created_at: str
+    revoked_at: str | None
+    agents: NotRequired[list[str]]
+
+
+class Run(TypedDict):
+    id: int
+    delivery_id: int
+    message_id: int
+    room_id: str
+    topic_id: int | None
+    session_id: int | None
+    agent_key: str
+    computer_id: str | None
+    daemon_id: str | None
+    runtime: str | None
+    status: str
+    dry_run: bool
+    pid: int | None
+    exit_code: int | None
+    error: str | None
+    restart_of: int | None
+    usage: dict[str, Any] | None
+    started_at: str
+    finished_at: str | None
+
+
+class RunAction(TypedDict):
+    id: int
+    run_id: int
+    computer_id: str | None
+    action: str
+    status: str
+    requested_by: str | None
+    error: str | None
+    created_at: str
+    updated_at: str
+
+
+class Session(TypedDict):
+    id: int
+    agent_key: str
+    room_id: str
+    topic_id: int | None
+    runtime: str
+    runtime_session_id: str | None
+    cwd: str | None
+    created_at: str
+    updated_at: str
+
+
 class RoomList(TypedDict):
     rooms: list[Room]
 
@@ -230,6 +306,71 @@ class DeliveryCreated(TypedDict):
     delivery: Delivery
 
 
+class ComputerList(TypedDict):
+    computers: list[Computer]
+
+
+class ComputerShown(TypedDict):
+    computer: Computer
+
+
+class ComputerKey(TypedDict):
+    """A computer with its API key: the only answers that ever show the key."""
+
+    computer: Computer
+    api_key: str
+    daemon_command: str
+    source_command: str
+
+
+class Connected(TypedDict):
+    computer: Computer
+    daemon_id: str
+    agents: list[dict[str, Any]]
+    heartbeat_grace: float
+    lease_seconds: float
+
+
+class RunList(TypedDict):
+    runs: list[Run]
+
+
+class RunShown(TypedDict):
+    run: Run
+    actions: list[RunAction]
+
+
+class ActionRequested(TypedDict):
+    action: RunAction
+
+
+class AgentRestart(TypedDict):
+    action: RunAction
+    run: Run
+
+
+class SessionList(TypedDict):
+    sessions: list[Session]
+
+
+class DaemonState(TypedDict):
+    computer_id: str | None
+    daemon_id: str | None
+    socket: str
+    agents: list[str]
+    server_url: str
+    dry_run: bool
+
+
+class DaemonHealth(TypedDict):
+    """``GET /health`` on a daemon's local API: its state, and its server's health (or why
+    the server could not be reached)."""
+
+    ok: bool
+    daemon: DaemonState
+    server: Health | str
+
+
 # -- the client ------------------------------------------------------------------------------
 
 
@@ -264,7 +405,12 @@ def _error_message(response: httpx.Response) -> str:
 
 
 class ServerClient:
-    """The server API over HTTP. Use as a context manager, or call :meth:`close`."""
+    """The server API over HTTP. Use as a context manager, or call :meth:`close`.
+
+    ``token`` is sent as ``Authorization: Bearer <token>`` on every request: a computer's API
+    key for the daemon endpoints, or the daemon's local API token when ``base_url`` is a
+    daemon (which forwards ``/api/*`` to its server unchanged).
+    """
 
     def __init__(
         self,
@@ -272,14 +418,15 @@ class ServerClient:
         *,
         timeout: float = 10,
         transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        headers = {"user-agent": f"pal/{pal.__version__}"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
         self._http = httpx.Client(
-            base_url=self.base_url,
-            timeout=timeout,
-            transport=transport,
-            headers={"user-agent": f"pal/{pal.__version__}"},
+            base_url=self.base_url, timeout=timeout, transport=transport, headers=headers
         )
 
     def __enter__(self) -> ServerClient:
@@ -501,3 +648,130 @@ class ServerClient:
         """``POST /api/deliveries``: ask ``agent`` to act on an existing message."""
         body = {"agent": agent, "message_id": message_id, "reason": reason}
         return cast(DeliveryCreated, self._request("POST", "/api/deliveries", json=body))
+
+    # -- computers ---------------------------------------------------------------------------
+
+    def provision_computer(self, name: str, *, server_url: str | None = None) -> ComputerKey:
+        """``POST /api/computers/provision``: a new computer and its API key (shown only
+        here); ``server_url`` is the URL its daemon uses (default: the server's own)."""
+        body = _given(name=name, server_url=server_url)
+        return cast(ComputerKey, self._request("POST", "/api/computers/provision", json=body))
+
+    def list_computers(self) -> ComputerList:
+        """``GET /api/computers``: every computer with its status and assigned agents."""
+        return cast(ComputerList, self._request("GET", "/api/computers"))
+
+    def get_computer(self, computer_id: str) -> ComputerShown:
+        """``GET /api/computers/<id>``."""
+        path = f"/api/computers/{_segment(computer_id)}"
+        return cast(ComputerShown, self._request("GET", path))
+
+    def revoke_computer(self, computer_id: str) -> ComputerShown:
+        """``POST /api/computers/<id>/revoke``: its key stops working at once."""
+        path = f"/api/computers/{_segment(computer_id)}/revoke"
+        return cast(ComputerShown, self._request("POST", path))
+
+    def rotate_computer(self, computer_id: str) -> ComputerKey:
+        """``POST /api/computers/<id>/rotate``: a new key; the old one stops working."""
+        path = f"/api/computers/{_segment(computer_id)}/rotate"
+        return cast(ComputerKey, self._request("POST", path))
+
+    def connect_computer(
+        self, *, daemon_id: str | None = None, platform: str | None = None
+    ) -> Connected:
+        """``POST /api/computers/connect`` with this client's ``token`` as the computer's
+        key: the computer it names (:class:`ApiError` 401 for a wrong or revoked key)."""
+        body = _given(daemon_id=daemon_id, platform=platform)
+        return cast(Connected, self._request("POST", "/api/computers/connect", json=body))
+
+    # -- runs and sessions -------------------------------------------------------------------
+
+    def list_runs(
+        self,
+        *,
+        agent: str | None = None,
+        status: RunStatus | None = None,
+        computer: str | None = None,
+        room: str | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> RunList:
+        """``GET /api/runs``: runs newest first, filtered by every argument given."""
+        params = _given(
+            agent=agent, status=status, computer=computer, room=room, before=before, limit=limit
+        )
+        return cast(RunList, self._request("GET", "/api/runs", params=params))
+
+    def get_run(self, run_id: int) -> RunShown:
+        """``GET /api/runs/<id>``: the run and the kill/restart actions asked for it."""
+        return cast(RunShown, self._request("GET", f"/api/runs/{run_id}"))
+
+    def run_action(
+        self, run_id: int, action: RunActionName, *, requested_by: str | None = None
+    ) -> ActionRequested:
+        """``POST /api/runs/<id>/kill`` or ``/restart``: record the request for the run's
+        daemon (409 unless the run is running)."""
+        if action not in ("kill", "restart"):
+            raise ValueError(f"run action must be kill or restart, not {action!r}")
+        path = f"/api/runs/{run_id}/{action}"
+        body = _given(requested_by=requested_by)
+        return cast(ActionRequested, self._request("POST", path, json=body))
+
+    def restart_agent(
+        self, room: str, agent: str, *, requested_by: str | None = None
+    ) -> AgentRestart:
+        """``POST /api/rooms/<room>/agents/<key>/restart``: restart the agent's newest
+        running run in the room (404 if it has none)."""
+        path = f"/api/rooms/{_segment(room)}/agents/{_segment(agent)}/restart"
+        body = _given(requested_by=requested_by)
+        return cast(AgentRestart, self._request("POST", path, json=body))
+
+    def list_sessions(self, *, agent: str | None = None, room: str | None = None) -> SessionList:
+        """``GET /api/sessions``: agent sessions, filtered by agent and room."""
+        params = _given(agent=agent, room=room)
+        return cast(SessionList, self._request("GET", "/api/sessions", params=params))
+
+
+class DaemonClient(ServerClient):
+    """The server API through a daemon's local API, which forwards ``/api/*`` to its server
+    with the computer's credential; ``token`` is the local API's bearer token.
+
+    Errors name the daemon: :class:`DaemonUnreachable` when nothing answers, and a 401 says
+    which token to fix (``token_file`` is where the daemon keeps it).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None,
+        token_file: str,
+        timeout: float = 10,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, timeout=timeout, transport=transport, token=token)
+        self.token_file = token_file
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: dict[str, Any] | None = None,
+    ) -> Any:
+        try:
+            return super()._request(method, path, params=params, json=json)
+        except ServerUnreachable as exc:
+            raise DaemonUnreachable(self.base_url, exc.reason) from None
+        except ApiError as exc:
+            if exc.status != 401:
+                raise
+            raise ApiError(
+                401,
+                f"the daemon refused the token: set LOCK_DAEMON_TOKEN or check {self.token_file}",
+            ) from None
+
+    def daemon_health(self) -> DaemonHealth:
+        """``GET /health``: the daemon's own state, and its server's health."""
+        return cast(DaemonHealth, self._request("GET", "/health"))

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -100,3 +101,23 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 @pytest.fixture
 def server(make_server: Callable[..., ServerProcess]) -> ServerProcess:
     return make_server()
+
+
+@pytest.fixture
+def make_daemon() -> Iterator[Callable[..., Any]]:
+    """``make_daemon(server, *args, **kwargs)``: a real ``pal daemon``, as
+    :func:`tests.e2e.daemon_process.start_daemon` starts it; stopped after the test."""
+    from tests.e2e.daemon_process import DaemonProcess, start_daemon
+
+    started: list[DaemonProcess] = []
+
+    def make(server: ServerProcess, *args: str, wait: bool = True, **kwargs: Any) -> DaemonProcess:
+        daemon = start_daemon(server, *args, wait=False, **kwargs)
+        started.append(daemon)
+        if wait:
+            daemon.wait_connected()
+        return daemon
+
+    yield make
+    for daemon in started:
+        daemon.terminate()

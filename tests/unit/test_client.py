@@ -10,12 +10,14 @@ import httpx
 import pytest
 
 from pal import client as client_module
-from pal.client import ApiError, ServerClient, ServerUnreachable
+from pal.client import ApiError, DaemonClient, DaemonUnreachable, ServerClient, ServerUnreachable
 from pal.config import ConfigError, resolve_server_url
 from pal.errors import PalError
 from pal.server.api import deliveries, fields
+from pal.store import run_actions, runs
 
 URL = "http://127.0.0.1:4127"
+DAEMON_URL = "http://127.0.0.1:4137"
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
@@ -148,6 +150,82 @@ def test_client_literals_match_the_server() -> None:
     assert set(get_args(client_module.DeliveryStatus)) == set(get_args(deliveries.Status))
 
 
+def test_client_sends_the_token_as_a_bearer_credential() -> None:
+    recorder = Recorder({"computers": []})
+    make_client(recorder, token="sk_machine_abc").list_computers()
+    assert recorder.requests[-1].headers["authorization"] == "Bearer sk_machine_abc"
+    make_client(recorder).list_computers()
+    assert "authorization" not in recorder.requests[-1].headers
+
+
+def test_client_computer_endpoints() -> None:
+    recorder = Recorder({"computer": {}})
+    client = make_client(recorder)
+    client.provision_computer("Build box")
+    assert recorder.last == ("POST", "/api/computers/provision", {}, {"name": "Build box"})
+    client.provision_computer("Laptop", server_url="http://10.0.0.2:4127")
+    assert recorder.last[3] == {"name": "Laptop", "server_url": "http://10.0.0.2:4127"}
+    client.list_computers()
+    assert recorder.last[:2] == ("GET", "/api/computers")
+    client.get_computer("machine_1")
+    assert recorder.last[:2] == ("GET", "/api/computers/machine_1")
+    client.revoke_computer("machine_1")
+    assert recorder.last[:2] == ("POST", "/api/computers/machine_1/revoke")
+    client.rotate_computer("machine_1")
+    assert recorder.last[:2] == ("POST", "/api/computers/machine_1/rotate")
+    client.connect_computer(platform="linux")
+    assert recorder.last == ("POST", "/api/computers/connect", {}, {"platform": "linux"})
+    client.get_computer("a/b")
+    assert recorder.requests[-1].url.raw_path == b"/api/computers/a%2Fb"
+
+
+def test_client_run_endpoints_send_only_the_filters_given() -> None:
+    recorder = Recorder({"runs": []})
+    client = make_client(recorder)
+    client.list_runs()
+    assert recorder.last == ("GET", "/api/runs", {"limit": "50"}, None)
+    client.list_runs(agent="codex", status="running", computer="machine_1", room="general")
+    assert recorder.last[2] == {
+        "agent": "codex",
+        "status": "running",
+        "computer": "machine_1",
+        "room": "general",
+        "limit": "50",
+    }
+    client.list_runs(before=9, limit=5)
+    assert recorder.last[2] == {"before": "9", "limit": "5"}
+    client.get_run(7)
+    assert recorder.last[:2] == ("GET", "/api/runs/7")
+    client.run_action(7, "kill")
+    assert recorder.last == ("POST", "/api/runs/7/kill", {}, {})
+    client.run_action(7, "restart", requested_by="alice")
+    assert recorder.last == ("POST", "/api/runs/7/restart", {}, {"requested_by": "alice"})
+    client.restart_agent("general", "codex")
+    assert recorder.last == ("POST", "/api/rooms/general/agents/codex/restart", {}, {})
+    client.list_sessions(agent="codex")
+    assert recorder.last == ("GET", "/api/sessions", {"agent": "codex"}, None)
+    client.list_sessions(room="general")
+    assert recorder.last[2] == {"room": "general"}
+
+
+def test_client_refuses_an_unknown_run_action_without_a_request() -> None:
+    recorder = Recorder()
+    with pytest.raises(ValueError, match="kill or restart"):
+        make_client(recorder).run_action(7, "stop")  # type: ignore[arg-type]
+    assert recorder.requests == []
+
+
+def test_client_restart_agent_quotes_room_and_agent() -> None:
+    recorder = Recorder({"action": {}, "run": {}})
+    make_client(recorder).restart_agent("a/b", "c d")
+    assert recorder.requests[-1].url.raw_path == b"/api/rooms/a%2Fb/agents/c%20d/restart"
+
+
+def test_client_run_literals_match_the_store() -> None:
+    assert set(get_args(client_module.RunStatus)) == set(runs.STATUSES)
+    assert set(get_args(client_module.RunActionName)) == set(run_actions.ACTIONS)
+
+
 @pytest.mark.parametrize(
     ("flag", "env", "expected"),
     [
@@ -168,3 +246,51 @@ def test_server_url_precedence(flag: str | None, env: dict[str, str], expected: 
 def test_server_url_must_be_http() -> None:
     with pytest.raises(ConfigError, match="must start with http"):
         resolve_server_url("127.0.0.1:4127", {})
+
+
+def make_daemon_client(handler: Handler, token: str | None = "tok") -> DaemonClient:
+    return DaemonClient(
+        DAEMON_URL,
+        token=token,
+        token_file="/home/me/.pal/daemon.token",
+        transport=httpx.MockTransport(handler),
+    )
+
+
+def test_daemon_client_sends_the_token_and_forwards_api_paths_unchanged() -> None:
+    recorder = Recorder({"rooms": []})
+    make_daemon_client(recorder).list_rooms()
+    request = recorder.requests[-1]
+    assert str(request.url) == f"{DAEMON_URL}/api/rooms"
+    assert request.headers["authorization"] == "Bearer tok"
+    make_daemon_client(recorder, token=None).daemon_health()
+    assert recorder.requests[-1].url.path == "/health"
+    assert "authorization" not in recorder.requests[-1].headers
+
+
+def test_daemon_client_401_names_the_token_to_fix() -> None:
+    client = make_daemon_client(Recorder({"error": "missing or wrong token"}, status=401))
+    with pytest.raises(ApiError) as raised:
+        client.list_runs()
+    assert raised.value.status == 401
+    assert raised.value.message == (
+        "the daemon refused the token: set LOCK_DAEMON_TOKEN or check /home/me/.pal/daemon.token"
+    )
+
+
+def test_daemon_client_passes_other_errors_through() -> None:
+    client = make_daemon_client(Recorder({"error": "room 'nope' not found"}, status=404))
+    with pytest.raises(ApiError, match="^room 'nope' not found$"):
+        client.room_members("nope")
+
+
+def test_daemon_client_unreachable_names_the_daemon() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    with pytest.raises(DaemonUnreachable) as raised:
+        make_daemon_client(handler).daemon_health()
+    assert str(raised.value) == (
+        f"cannot reach the pal daemon at {DAEMON_URL}; is `pal daemon` running? "
+        "(connection refused; set LOCK_DAEMON_URL if it listens elsewhere)"
+    )

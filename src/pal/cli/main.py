@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from pal.cli import console, db, server
+from pal.cli import agent, console, daemon, db, server, up
 
 app = typer.Typer(
     name="pal",
@@ -16,7 +16,12 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("server", help="Run the pal server (HTTP API, on PAL_HOST:PAL_PORT).")(server.serve)
+app.command("daemon", help="Connect this computer to the server and run its agents' deliveries.")(
+    daemon.run
+)
 app.add_typer(console.app, name="console")
+app.add_typer(agent.app, name="cli")
+app.command("up")(up.up)
 app.add_typer(db.app, name="db")
 
 

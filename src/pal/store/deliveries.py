@@ -7,6 +7,7 @@ Statuses: ``pending`` (waiting for a computer) → ``claimed`` → ``acked`` | `
 from __future__ import annotations
 
 import functools
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from pal.errors import Conflict, NotFound
 from pal.store.rows import as_dict, as_dicts
-from pal.store.tables import deliveries, sqlite_timestamp, utcnow
+from pal.store.tables import agents, deliveries, sqlite_timestamp, utcnow
 
 STATUSES = ("pending", "claimed", "acked", "failed", "muted")
 ACTIVE = ("pending", "claimed")
@@ -145,3 +146,222 @@ def delete_active_deliveries_of(conn: Connection, agent_key: str) -> int:
         )
     )
     return result.rowcount or 0
+
+
+def renew_leases(conn: Connection, *, computer_id: str, daemon_id: str, until: datetime) -> int:
+    """Extend to ``until`` the lease of every delivery ``daemon_id`` of ``computer_id`` holds
+    (a heartbeat). Returns how many were renewed."""
+    result = conn.execute(
+        deliveries.update()
+        .where(
+            deliveries.c.status == "claimed",
+            deliveries.c.computer_id == computer_id,
+            deliveries.c.claimed_by == daemon_id,
+        )
+        .values(lease_until=until)
+    )
+    return result.rowcount or 0
+
+
+# -- claims ------------------------------------------------------------------------------------
+#
+# pending → claimed (computer_id, claimed_by = daemon_id, attempt + 1, lease_until)
+#         → acked (a run started) | failed | back to pending (fail with retry, lease expiry,
+#           the computer going offline: the holder is cleared, the attempt kept).
+
+# The holder columns a release back to ``pending`` clears.
+RELEASED = {"computer_id": None, "claimed_by": None, "claimed_at": None, "lease_until": None}
+
+
+def _describe_holder(delivery: dict[str, Any]) -> str:
+    return (
+        f"daemon {delivery['claimed_by']!r} of computer {delivery['computer_id']!r} "
+        f"(attempt {delivery['attempt']})"
+    )
+
+
+def _held_by(delivery: dict[str, Any], computer_id: str, daemon_id: str) -> bool:
+    return bool(delivery["computer_id"] == computer_id and delivery["claimed_by"] == daemon_id)
+
+
+def claim_delivery(
+    conn: Connection,
+    delivery_id: int,
+    *,
+    computer_id: str,
+    daemon_id: str,
+    lease_seconds: float,
+) -> dict[str, Any]:
+    """Claim a pending delivery for ``daemon_id`` of ``computer_id``.
+
+    The claim is one conditional ``UPDATE ... WHERE id = :id AND status = 'pending' AND
+    <the agent is assigned to the computer> RETURNING``. That is atomic on both backends:
+    SQLite runs one writer at a time, and on PostgreSQL a concurrent claimer of the same row
+    waits for the first one's row lock, re-checks the WHERE clause against the committed
+    row (now ``claimed``) and updates nothing. ``FOR UPDATE SKIP LOCKED`` would only help a
+    "claim the next pending one" scan; for a claim by id it would turn that short wait into
+    an answer read from a stale snapshot.
+
+    A zero-row update is then explained from the current row: the same daemon's claim again
+    answers that claim (idempotent); anything else is :class:`Conflict` (another holder, a
+    finished or muted delivery, an agent not assigned to this computer), or
+    :class:`NotFound`.
+    """
+    now = utcnow()
+    assigned = sa.exists().where(
+        agents.c.key == deliveries.c.agent_key, agents.c.computer_id == computer_id
+    )
+    row = conn.execute(
+        deliveries.update()
+        .where(deliveries.c.id == delivery_id, deliveries.c.status == "pending", assigned)
+        .values(
+            status="claimed",
+            computer_id=computer_id,
+            claimed_by=daemon_id,
+            attempt=deliveries.c.attempt + 1,
+            claimed_at=now,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            updated_at=now,
+        )
+        .returning(*deliveries.c)
+    ).first()
+    if row is not None:
+        return as_dict(row)
+    delivery = get_delivery(conn, delivery_id)
+    status = delivery["status"]
+    if status == "claimed" and _held_by(delivery, computer_id, daemon_id):
+        return delivery
+    if status == "claimed":
+        raise Conflict(f"delivery {delivery_id} is already claimed by {_describe_holder(delivery)}")
+    if status != "pending":
+        raise Conflict(f"delivery {delivery_id} is {status}; only a pending delivery is claimed")
+    raise Conflict(
+        f"agent {delivery['agent_key']!r} of delivery {delivery_id} is not assigned to "
+        f"computer {computer_id!r}; only the computer it is assigned to may claim it"
+    )
+
+
+def _holding(
+    delivery_id: int, *, computer_id: str, daemon_id: str, attempt: int
+) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        deliveries.c.id == delivery_id,
+        deliveries.c.status == "claimed",
+        deliveries.c.computer_id == computer_id,
+        deliveries.c.claimed_by == daemon_id,
+        deliveries.c.attempt == attempt,
+    )
+
+
+def _not_yours(delivery: dict[str, Any], *, daemon_id: str, attempt: int, verb: str) -> Conflict:
+    ident = delivery["id"]
+    if delivery["status"] != "claimed":
+        return Conflict(
+            f"cannot {verb} delivery {ident}: it is {delivery['status']} "
+            f"(attempt {delivery['attempt']}), not claimed by daemon {daemon_id!r}"
+        )
+    if delivery["claimed_by"] != daemon_id:
+        return Conflict(
+            f"cannot {verb} delivery {ident}: it is claimed by {_describe_holder(delivery)}"
+        )
+    return Conflict(
+        f"cannot {verb} delivery {ident}: attempt {attempt} is stale, "
+        f"the current claim is {_describe_holder(delivery)}"
+    )
+
+
+def is_acked_by(
+    delivery: dict[str, Any], *, computer_id: str, daemon_id: str, attempt: int
+) -> bool:
+    """Whether ``delivery`` was acked by this daemon's claim ``attempt``."""
+    return (
+        delivery["status"] == "acked"
+        and _held_by(delivery, computer_id, daemon_id)
+        and delivery["attempt"] == attempt
+    )
+
+
+def ack_delivery(
+    conn: Connection, delivery_id: int, *, computer_id: str, daemon_id: str, attempt: int
+) -> dict[str, Any]:
+    """Mark the claim ``attempt`` of ``daemon_id`` acked (its run started). Acking the same
+    attempt again answers the acked delivery; any other attempt or holder is
+    :class:`Conflict`. The holder columns stay, as the record of who ran it."""
+    now = utcnow()
+    row = conn.execute(
+        deliveries.update()
+        .where(_holding(delivery_id, computer_id=computer_id, daemon_id=daemon_id, attempt=attempt))
+        .values(status="acked", lease_until=None, updated_at=now)
+        .returning(*deliveries.c)
+    ).first()
+    if row is not None:
+        return as_dict(row)
+    delivery = get_delivery(conn, delivery_id)
+    if is_acked_by(delivery, computer_id=computer_id, daemon_id=daemon_id, attempt=attempt):
+        return delivery
+    raise _not_yours(delivery, daemon_id=daemon_id, attempt=attempt, verb="ack")
+
+
+def fail_delivery(
+    conn: Connection,
+    delivery_id: int,
+    *,
+    computer_id: str,
+    daemon_id: str,
+    attempt: int,
+    error: str,
+    retry: bool = False,
+) -> dict[str, Any]:
+    """End the claim ``attempt`` of ``daemon_id`` with ``error``: ``failed``, or with
+    ``retry`` back to ``pending`` for any daemon to claim (the attempt is kept; the next
+    claim increments it). Repeating the same fail answers the delivery as it is."""
+    now = utcnow()
+    values: dict[str, Any] = {"status": "failed", "lease_until": None}
+    if retry:
+        values = {"status": "pending", **RELEASED}
+    row = conn.execute(
+        deliveries.update()
+        .where(_holding(delivery_id, computer_id=computer_id, daemon_id=daemon_id, attempt=attempt))
+        .values(**values, error=error, updated_at=now)
+        .returning(*deliveries.c)
+    ).first()
+    if row is not None:
+        return as_dict(row)
+    delivery = get_delivery(conn, delivery_id)
+    if delivery["attempt"] == attempt and delivery["error"] == error:
+        repeated = (
+            delivery["status"] == "pending"
+            if retry
+            else delivery["status"] == "failed" and _held_by(delivery, computer_id, daemon_id)
+        )
+        if repeated:
+            return delivery
+    raise _not_yours(delivery, daemon_id=daemon_id, attempt=attempt, verb="fail")
+
+
+def release_expired_leases(conn: Connection, now: datetime) -> list[dict[str, Any]]:
+    """Return to ``pending`` every claim whose lease ended before ``now`` (its daemon
+    stopped heartbeating). Returns the released deliveries' ``id`` and ``agent_key``."""
+    result = conn.execute(
+        deliveries.update()
+        .where(deliveries.c.status == "claimed", deliveries.c.lease_until < now)
+        .values(status="pending", **RELEASED, updated_at=now)
+        .returning(deliveries.c.id, deliveries.c.agent_key)
+    )
+    return as_dicts(result)
+
+
+def release_claims_of(
+    conn: Connection, computer_ids: list[str], now: datetime
+) -> list[dict[str, Any]]:
+    """Return to ``pending`` every claim held by a daemon of ``computer_ids``. Returns the
+    released deliveries' ``id`` and ``agent_key``."""
+    if not computer_ids:
+        return []
+    result = conn.execute(
+        deliveries.update()
+        .where(deliveries.c.status == "claimed", deliveries.c.computer_id.in_(computer_ids))
+        .values(status="pending", **RELEASED, updated_at=now)
+        .returning(deliveries.c.id, deliveries.c.agent_key)
+    )
+    return as_dicts(result)

@@ -1,6 +1,7 @@
 """``pal console``: admin commands that talk to the server directly.
 
 One module per noun group; this module only assembles them under the ``--server`` option.
+``pal cli`` (:mod:`pal.cli.agent`) assembles the same modules under the daemon's local API.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pal.cli.console import agents, messages, rooms, status
+from pal.cli.console import agents, computers, messages, rooms, runs, status
 from pal.cli.console.context import ConsoleGroup
 from pal.client import ServerClient
 from pal.config import resolve_server_url
@@ -44,4 +45,7 @@ app.command("chats")(rooms.chats)
 app.command("messages")(messages.messages)
 app.command("inbox")(messages.inbox)
 app.command("send")(messages.send)
+app.command("runs")(runs.runs)
+app.command("run-action")(runs.run_action)
 app.add_typer(agents.app, name="agents")
+app.add_typer(computers.app, name="computers")

@@ -1,4 +1,8 @@
-"""What every console command shares: the server client, error reporting, common options."""
+"""What every console command shares: the server client, error reporting, common options.
+
+``pal cli`` reuses these commands with a :class:`pal.client.DaemonClient` (the same API,
+through the daemon's local API) as the group's client.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +32,9 @@ class ConsoleGroup(TyperGroup):
 
 
 def connect(ctx: typer.Context) -> ServerClient:
-    """The client the ``pal console`` callback opened for this invocation."""
+    """The client the group callback (``pal console`` or ``pal cli``) opened for this
+    invocation."""
     client = ctx.obj
     if not isinstance(client, ServerClient):
-        raise RuntimeError("console commands must run under the `pal console` group")
+        raise RuntimeError("these commands must run under `pal console` or `pal cli`")
     return client

@@ -1,7 +1,241 @@
-"""(being written)"""
+"""Runs: the daemon starts (and acks), reports the pid of, and finishes runs; anyone lists
+them and asks for a kill or restart, which reaches the run's daemon as a run action."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import Field
+from sqlalchemy.engine import Connection
+
+from pal.errors import Conflict, NotFound
+from pal.server.api.deliveries import Attempt, DaemonId, ErrorText
+from pal.server.api.fields import MAX_ID, Body, Id, JSONObject, Limit, Runtime
+from pal.server.auth import CurrentComputer
+from pal.server.deps import DB, HubDep
+from pal.server.hub import Hub
+from pal.store import rooms as rooms_store
+from pal.store import run_actions as actions_store
+from pal.store import runs as runs_store
 
 router = APIRouter(tags=["runs"])
+
+RunId = Annotated[int, Path(le=MAX_ID)]
+RunStatus = Literal["running", "completed", "failed", "killed", "lost"]
+Pid = Annotated[int, Field(ge=1, le=2**31 - 1, strict=True)]
+RequestedBy = Annotated[str, Field(min_length=1, max_length=80)]
+
+
+class NoRunningRun(NotFound):
+    def __init__(self, key: str, room: str) -> None:
+        super().__init__("running run of agent", key)
+        self.message = f"agent {key!r} has no running run in room {room!r}: nothing to restart"
+        self.args = (self.message,)
+
+
+class RunStart(Body):
+    delivery_id: Id
+    attempt: Attempt
+    daemon_id: DaemonId
+    session_id: Id | None = None
+    runtime: Runtime | None = Field(default=None, description="default: the agent's runtime")
+    dry_run: bool = False
+    pid: Pid | None = None
+    restart_of: Id | None = Field(default=None, description="the run this one restarts")
+
+
+class PidReport(Body):
+    pid: Pid
+
+
+class RunFinish(Body):
+    status: Literal["completed", "failed", "killed"]
+    exit_code: Annotated[int, Field(ge=-(2**31), le=2**31 - 1, strict=True)] | None = None
+    error: ErrorText | None = None
+    usage: JSONObject | None = None
+
+
+class ActionRequest(Body):
+    requested_by: RequestedBy | None = None
+
+
+def publish_run(hub: Hub, run: dict[str, Any]) -> None:
+    hub.publish(
+        "run",
+        run_id=run["id"],
+        status=run["status"],
+        agent_key=run["agent_key"],
+        room_id=run["room_id"],
+    )
+
+
+@router.post("/api/runs", status_code=201)
+async def start_run(
+    body: RunStart, computer: CurrentComputer, db: DB, hub: HubDep, response: Response
+) -> dict[str, Any]:
+    """Start a run for a claimed delivery and ack it, in one transaction (201); a retry of
+    the same start answers the same run (200)."""
+    run, delivery, created = await db.write(
+        lambda conn: runs_store.start_run(
+            conn,
+            computer_id=computer["id"],
+            delivery_id=body.delivery_id,
+            attempt=body.attempt,
+            daemon_id=body.daemon_id,
+            session_id=body.session_id,
+            runtime=body.runtime,
+            dry_run=body.dry_run,
+            pid=body.pid,
+            restart_of=body.restart_of,
+        )
+    )
+    if created:
+        publish_run(hub, run)
+    else:
+        response.status_code = 200
+    return {"run": run, "delivery": delivery}
+
+
+@router.get("/api/runs")
+async def list_runs(
+    db: DB,
+    agent: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
+    status: RunStatus | None = None,
+    computer: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
+    room: Annotated[str | None, Query(min_length=1, description="room id or name")] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="older than this id")] = None,
+    limit: Limit = 50,
+) -> dict[str, Any]:
+    """Runs, newest first, filtered by agent, status, computer and room."""
+
+    def read(conn: Connection) -> dict[str, Any]:
+        room_id = rooms_store.get_room(conn, room)["id"] if room else None
+        items = runs_store.list_runs(
+            conn,
+            agent_key=agent,
+            status=status,
+            computer_id=computer,
+            room_id=room_id,
+            before=before,
+            limit=limit,
+        )
+        return {"runs": items}
+
+    return await db.read(read)
+
+
+@router.get("/api/runs/{run_id}")
+async def get_run(run_id: RunId, db: DB) -> dict[str, Any]:
+    """A run with its kill and restart requests."""
+
+    def read(conn: Connection) -> dict[str, Any]:
+        run = runs_store.get_run(conn, run_id)
+        return {"run": run, "actions": actions_store.list_for_run(conn, run_id)}
+
+    return await db.read(read)
+
+
+@router.post("/api/runs/{run_id}/pid")
+async def set_pid(
+    run_id: RunId, body: PidReport, computer: CurrentComputer, db: DB
+) -> dict[str, Any]:
+    run = await db.write(
+        lambda conn: runs_store.set_pid(conn, run_id, computer_id=computer["id"], pid=body.pid)
+    )
+    return {"run": run}
+
+
+@router.post("/api/runs/{run_id}/finish")
+async def finish_run(
+    run_id: RunId, body: RunFinish, computer: CurrentComputer, db: DB, hub: HubDep
+) -> dict[str, Any]:
+    """Record how the run ended; the same finish again is answered unchanged, a different
+    one is 409. A ``lost`` run may still be finished (its computer came back)."""
+    run, changed = await db.write(
+        lambda conn: runs_store.finish_run(
+            conn,
+            run_id,
+            computer_id=computer["id"],
+            status=body.status,
+            exit_code=body.exit_code,
+            error=body.error,
+            usage=body.usage,
+        )
+    )
+    if changed:
+        publish_run(hub, run)
+    return {"run": run}
+
+
+def request_action(
+    conn: Connection, run_id: int, action: str, requested_by: str | None
+) -> dict[str, Any]:
+    """Record a kill or restart of a ``running`` run (:class:`Conflict` otherwise). An open
+    request of the same kind is answered instead of a second one."""
+    run = runs_store.get_run(conn, run_id)
+    if run["status"] != "running":
+        raise Conflict(f"run {run_id} is {run['status']}: only a running run can be {action}ed")
+    for existing in actions_store.list_for_run(conn, run_id):
+        if existing["action"] == action and existing["status"] in actions_store.OPEN:
+            return existing
+    return actions_store.create_action(
+        conn,
+        run_id=run_id,
+        computer_id=run["computer_id"],
+        action=action,
+        requested_by=requested_by,
+    )
+
+
+def publish_action(hub: Hub, action: dict[str, Any]) -> None:
+    hub.publish(
+        "run_action",
+        action_id=action["id"],
+        run_id=action["run_id"],
+        computer_id=action["computer_id"],
+    )
+
+
+async def _act(run_id: int, action: str, body: ActionRequest | None, db: DB, hub: Hub) -> Any:
+    requested_by = body.requested_by if body else None
+    created = await db.write(request_action, run_id, action, requested_by)
+    publish_action(hub, created)
+    return {"action": created}
+
+
+@router.post("/api/runs/{run_id}/kill", status_code=202)
+async def kill_run(
+    run_id: RunId, db: DB, hub: HubDep, body: ActionRequest | None = None
+) -> dict[str, Any]:
+    """Ask the run's daemon to kill it."""
+    result: dict[str, Any] = await _act(run_id, "kill", body, db, hub)
+    return result
+
+
+@router.post("/api/runs/{run_id}/restart", status_code=202)
+async def restart_run(
+    run_id: RunId, db: DB, hub: HubDep, body: ActionRequest | None = None
+) -> dict[str, Any]:
+    """Ask the run's daemon to restart it (a new run with ``restart_of``)."""
+    result: dict[str, Any] = await _act(run_id, "restart", body, db, hub)
+    return result
+
+
+@router.post("/api/rooms/{room}/agents/{key}/restart", status_code=202)
+async def restart_agent_in_room(
+    room: str, key: str, db: DB, hub: HubDep, body: ActionRequest | None = None
+) -> dict[str, Any]:
+    """Restart the agent's newest running run in the room (the room's "restart" button)."""
+    requested_by = body.requested_by if body else None
+
+    def write(conn: Connection) -> dict[str, Any]:
+        found = rooms_store.get_room(conn, room)
+        run = runs_store.newest_running(conn, agent_key=key, room_id=found["id"])
+        if run is None:
+            raise NoRunningRun(key, found["name"])
+        return {"action": request_action(conn, run["id"], "restart", requested_by), "run": run}
+
+    result = await db.write(write)
+    publish_action(hub, result["action"])
+    return result

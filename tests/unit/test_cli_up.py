@@ -1,0 +1,79 @@
+"""The pieces of ``pal up`` and the run table that need no processes: URLs, the saved
+computer file, durations."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from pal.cli.computer_file import SavedComputer, load_computer, save_computer
+from pal.cli.console.runs import duration
+from pal.cli.up import local_url
+from pal.client import Run
+from pal.store.tables import utcnow
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "url"),
+    [
+        ("127.0.0.1", 4127, "http://127.0.0.1:4127"),
+        ("0.0.0.0", 4127, "http://127.0.0.1:4127"),
+        ("::", 9000, "http://[::1]:9000"),
+        ("fe80::1", 9000, "http://[fe80::1]:9000"),
+        ("pal.example", 80, "http://pal.example:80"),
+    ],
+)
+def test_local_url_reaches_wildcard_binds_on_loopback(host: str, port: int, url: str) -> None:
+    assert local_url(host, port) == url
+
+
+def test_saved_computer_is_owner_only_and_replaced_whole(tmp_path: Path) -> None:
+    path = tmp_path / "computer.json"
+    first = SavedComputer(id="machine_1", api_key="sk_machine_a", server_url="http://x:1")
+    save_computer(path, first)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_computer(path) == first
+    path.chmod(0o644)
+    second = SavedComputer(id="machine_2", api_key="sk_machine_b", server_url="http://x:1")
+    save_computer(path, second)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text()) == second
+    assert [p.name for p in tmp_path.iterdir()] == ["computer.json"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    "content", [None, "", "not json", "[]", '{"id": "machine_1"}', '{"id": "", "api_key": "k"}']
+)
+def test_a_missing_or_broken_computer_file_means_none_saved(
+    tmp_path: Path, content: str | None
+) -> None:
+    path = tmp_path / "computer.json"
+    if content is not None:
+        path.write_text(content)
+    assert load_computer(path) is None
+
+
+def _run(**fields: Any) -> Run:
+    return cast(Run, {"status": "completed", "finished_at": None, **fields})
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(0, "0s"), (59, "59s"), (60, "1m00s"), (185, "3m05s"), (7500, "2h05m")]
+)
+def test_duration_of_a_finished_run(seconds: int, shown: str) -> None:
+    run = _run(started_at="2026-01-01T00:00:00+00:00")
+    run["finished_at"] = (
+        f"2026-01-01T{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}+00:00"
+    )
+    assert duration(run, now=utcnow()) == shown
+
+
+def test_duration_of_a_running_run_counts_to_now() -> None:
+    now = utcnow()
+    run = _run(status="running", started_at=now.replace(microsecond=0).isoformat())
+    assert duration(run, now=now) == "0s"
+    assert duration(_run(status="lost", started_at=now.isoformat()), now=now) == ""
