@@ -18,6 +18,7 @@ from pal.server.app import create_app
 from pal.server.hub import Hub
 from pal.store import deliveries as deliveries_store
 from pal.store import liveness as liveness_store
+from pal.store import runs as runs_store
 from pal.store.db import Database
 from pal.store.tables import deliveries, utcnow
 from tests.api.computers_helpers import (
@@ -157,6 +158,38 @@ def test_heartbeat_lease_renewal_keeps_a_claim(client, database):
     )
     assert summary["released"] == []
     assert delivery(client, held["id"])["status"] == "claimed"
+
+
+def test_a_run_whose_daemon_stopped_heartbeating_is_lost_on_a_live_computer(client, database):
+    """A daemon killed and replaced (a new daemon_id on the same, still online computer):
+    the old daemon's runs are lost once their lease ends; the new daemon's are kept."""
+    box = make_box(database)
+    agent_on(client, box)
+    old = running(client, box)
+    assert run_of(client, old["id"])["lease_until"] is not None
+    replacement = box.__class__(box.id, box.key, "daemon_replacement")
+    kept = running(client, replacement)
+    later = utcnow() + timedelta(seconds=2 * GRACE)
+    # only the replacement keeps heartbeating, which also keeps the computer online
+    r = client.post(
+        f"/api/computers/{box.id}/heartbeat",
+        json={"daemon_id": replacement.daemon_id, "agents": ["codex"]},
+        headers={"Authorization": f"Bearer {box.key}"},
+    )
+    assert r.status_code == 200, r.text
+    database.write_sync(
+        lambda conn: runs_store.renew_leases(
+            conn, computer_id=box.id, daemon_id=replacement.daemon_id, until=later
+        )
+    )
+    summary = database.write_sync(
+        liveness_store.sweep, utcnow() + timedelta(seconds=GRACE + 1), 10 * GRACE
+    )
+    assert summary["offline"] == []
+    assert [run["id"] for run in summary["lost"]] == [old["id"]]
+    lost = run_of(client, old["id"])
+    assert lost["status"] == "lost" and "stopped heartbeating" in lost["error"]
+    assert run_of(client, kept["id"])["status"] == "running"
 
 
 @pytest.mark.parametrize("grace", [1.0, 4.0, 40.0, 60.0, 3600.0])

@@ -44,8 +44,10 @@ class Backoff:
 
 
 def jittered(period: float, spread: float = 0.2, rng: Callable[[], float] = random.random) -> float:
-    """``period`` moved by up to ``±spread`` of itself, uniformly."""
-    return period * (1 + spread * (2 * rng() - 1))
+    """``period`` shortened by up to ``spread`` of itself, uniformly: daemons spread their
+    heartbeats out, and none ever waits longer than ``period`` (so work found by polling is
+    claimed within the interval)."""
+    return period * (1 - spread * rng())
 
 
 class RetryLog:

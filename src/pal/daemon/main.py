@@ -346,7 +346,7 @@ class Daemon:
             self.daemon_id,
             extra={"action": "daemon_connected", "computer_id": self.computer_id},
         )
-        if self.heartbeat_grace and opts.interval * 1.2 >= self.heartbeat_grace:
+        if self.heartbeat_grace and opts.interval >= self.heartbeat_grace:
             log.warning(
                 "--interval %.0f ms is too long for the server's heartbeat grace of %.0f s: "
                 "claims may expire between heartbeats",

@@ -7,7 +7,7 @@ or ``running`` runs:
   deliveries return to ``pending`` (holder cleared, attempt kept) and its ``running`` runs
   become ``lost``, with an error saying how long it was silent;
 * any other claim whose lease ended before ``now`` (a dead daemon on a live computer)
-  returns to ``pending``;
+  returns to ``pending``, and any other ``running`` run whose lease ended becomes ``lost``;
 * claims and ``running`` runs still held by a computer whose key was revoked are released
   and lost the same way.
 """
@@ -63,6 +63,7 @@ def sweep(conn: Connection, now: datetime, grace: float) -> dict[str, list[dict[
     revoked = _revoked_holding_work(conn)
     released += deliveries_store.release_claims_of(conn, revoked, now)
     lost += runs_store.mark_lost(conn, revoked, error=REVOKED_ERROR, now=now)
+    lost += runs_store.mark_expired_lost(conn, now)
     return {"offline": offline, "released": released, "lost": lost}
 
 

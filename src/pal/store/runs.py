@@ -56,6 +56,7 @@ def start_run(
     dry_run: bool = False,
     pid: int | None = None,
     restart_of: int | None = None,
+    lease_until: datetime | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """Ack the delivery's claim ``attempt`` and record its run, in the caller's transaction.
 
@@ -97,6 +98,7 @@ def start_run(
         "agent_key": delivery["agent_key"],
         "computer_id": computer_id,
         "daemon_id": daemon_id,
+        "lease_until": lease_until,
         "runtime": runtime,
         "status": "running",
         "dry_run": dry_run,
@@ -227,6 +229,41 @@ def mark_lost(
         runs.update()
         .where(runs.c.status == "running", runs.c.computer_id.in_(computer_ids))
         .values(status="lost", error=error, finished_at=now, updated_at=now)
+        .returning(runs.c.id, runs.c.agent_key, runs.c.room_id, runs.c.computer_id)
+    )
+    return as_dicts(result)
+
+
+def renew_leases(conn: Connection, *, computer_id: str, daemon_id: str, until: datetime) -> int:
+    """Extend the lease of every ``running`` run this daemon started (its heartbeat)."""
+    result = conn.execute(
+        runs.update()
+        .where(
+            runs.c.status == "running",
+            runs.c.computer_id == computer_id,
+            runs.c.daemon_id == daemon_id,
+        )
+        .values(lease_until=until)
+    )
+    return result.rowcount or 0
+
+
+def mark_expired_lost(conn: Connection, now: datetime) -> list[dict[str, Any]]:
+    """Mark ``running`` runs whose lease ended before ``now`` lost: the daemon that started
+    them stopped heartbeating (killed, or replaced by a new daemon of the same computer).
+    Returns them as :func:`mark_lost` does."""
+    result = conn.execute(
+        runs.update()
+        .where(runs.c.status == "running", runs.c.lease_until < now)
+        .values(
+            status="lost",
+            error=(
+                "lost: the daemon running it stopped heartbeating (PAL_HEARTBEAT_GRACE "
+                "passed); the outcome is unknown"
+            ),
+            finished_at=now,
+            updated_at=now,
+        )
         .returning(runs.c.id, runs.c.agent_key, runs.c.room_id, runs.c.computer_id)
     )
     return as_dicts(result)

@@ -241,6 +241,9 @@ runs = sa.Table(
     sa.Column("agent_key", sa.String(40), nullable=False),
     sa.Column("computer_id", sa.String(40), nullable=True),
     sa.Column("daemon_id", sa.String(64), nullable=True),
+    # Renewed by the heartbeats of the daemon that started the run; a running run whose
+    # lease ran out (its daemon died, even on a computer that is still online) is lost.
+    sa.Column("lease_until", UTCDateTime, nullable=True),
     sa.Column("runtime", sa.String(32), nullable=True),
     # running → completed | failed | killed | lost
     sa.Column("status", sa.String(16), nullable=False),

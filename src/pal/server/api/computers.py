@@ -21,6 +21,7 @@ from pal.store import agents as agents_store
 from pal.store import computers as computers_store
 from pal.store import deliveries as deliveries_store
 from pal.store import run_actions as run_actions_store
+from pal.store import runs as runs_store
 from pal.store.tables import utcnow
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,9 @@ async def heartbeat(
     def write(conn: Connection) -> dict[str, Any]:
         seen = computers_store.mark_seen(conn, computer_id, runtimes=_runtimes(body.runtimes))
         deliveries_store.renew_leases(
+            conn, computer_id=computer_id, daemon_id=body.daemon_id, until=lease_until
+        )
+        runs_store.renew_leases(
             conn, computer_id=computer_id, daemon_id=body.daemon_id, until=lease_until
         )
         assigned = computers_store.assigned_agents(conn, computer_id)

@@ -3,6 +3,7 @@ them and asks for a kill or restart, which reaches the run's daemon as a run act
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
@@ -13,11 +14,12 @@ from pal.errors import Conflict, NotFound
 from pal.server.api.deliveries import Attempt, DaemonId, ErrorText
 from pal.server.api.fields import MAX_ID, Body, Id, JSONObject, Limit, Runtime
 from pal.server.auth import CurrentComputer
-from pal.server.deps import DB, HubDep
+from pal.server.deps import DB, HubDep, SettingsDep
 from pal.server.hub import Hub
 from pal.store import rooms as rooms_store
 from pal.store import run_actions as actions_store
 from pal.store import runs as runs_store
+from pal.store.tables import utcnow
 
 router = APIRouter(tags=["runs"])
 
@@ -72,7 +74,12 @@ def publish_run(hub: Hub, run: dict[str, Any]) -> None:
 
 @router.post("/api/runs", status_code=201)
 async def start_run(
-    body: RunStart, computer: CurrentComputer, db: DB, hub: HubDep, response: Response
+    body: RunStart,
+    computer: CurrentComputer,
+    db: DB,
+    hub: HubDep,
+    settings: SettingsDep,
+    response: Response,
 ) -> dict[str, Any]:
     """Start a run for a claimed delivery and ack it, in one transaction (201); a retry of
     the same start answers the same run (200)."""
@@ -88,6 +95,7 @@ async def start_run(
             dry_run=body.dry_run,
             pid=body.pid,
             restart_of=body.restart_of,
+            lease_until=utcnow() + timedelta(seconds=settings.heartbeat_grace),
         )
     )
     if created:

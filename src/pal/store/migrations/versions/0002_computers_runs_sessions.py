@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("agent_key", sa.String(length=40), nullable=False),
         sa.Column("computer_id", sa.String(length=40), nullable=True),
         sa.Column("daemon_id", sa.String(length=64), nullable=True),
+        sa.Column("lease_until", pal.store.tables.UTCDateTime(timezone=True), nullable=True),
         sa.Column("runtime", sa.String(length=32), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("dry_run", sa.Boolean(), server_default=sa.false(), nullable=False),
