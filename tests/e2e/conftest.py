@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -14,8 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
-from tests.conftest import wait_until
+from tests.conftest import PG_ADMIN_URL, wait_until
+
+_e2e_databases = itertools.count()
 
 
 def free_port() -> int:
@@ -121,3 +125,27 @@ def make_daemon() -> Iterator[Callable[..., Any]]:
     yield make
     for daemon in started:
         daemon.terminate()
+
+
+@pytest.fixture
+def empty_postgres_db(postgres_url):
+    """A new, empty PostgreSQL database (a new install), dropped afterwards."""
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"pal_e2e_{os.getpid()}_{next(_e2e_databases)}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.engine.make_url(postgres_url).set(database=name)
+    yield url.render_as_string(hide_password=False).replace("+psycopg", "")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Server environment for each backend: the default SQLite file, or a new PostgreSQL
+    database."""
+    if request.param == "sqlite":
+        return {}
+    return {"PAL_DB": request.getfixturevalue("empty_postgres_db")}

@@ -264,9 +264,9 @@ def test_daemon_sigterm_exits_promptly_and_local_api_needs_the_token(
 
 
 def test_daemon_killed_mid_claiming_loses_nothing(
-    make_server: Callable[..., ServerProcess], make_daemon: MakeDaemon
+    backend_env: dict[str, str], make_server: Callable[..., ServerProcess], make_daemon: MakeDaemon
 ) -> None:
-    server = make_server({"PAL_HEARTBEAT_GRACE": "2"})
+    server = make_server({**backend_env, "PAL_HEARTBEAT_GRACE": "2"})
     computer_id, api_key = provision(server)
     assign(server, "codex", computer_id)
     total = 150
@@ -281,12 +281,16 @@ def test_daemon_killed_mid_claiming_loses_nothing(
     exactly_one_run_each(server, ids)
     # What the killed daemon held came back when its lease ran out and was claimed again.
     assert any(d["attempt"] == 2 for d in deliveries(server))
+    # A run the killed daemon had started but not finished does not stay "running" forever.
+    wait_until(lambda: all(r["status"] != "running" for r in runs(server)), timeout=20)
+    assert {r["status"] for r in runs(server)} <= {"completed", "lost"}
     assert second.proc.poll() is None
 
 
 def test_two_daemons_serving_one_agent_never_double_claim(
-    server: ServerProcess, make_daemon: MakeDaemon
+    backend_env: dict[str, str], make_server: Callable[..., ServerProcess], make_daemon: MakeDaemon
 ) -> None:
+    server = make_server(backend_env)
     computer_id, api_key = provision(server)
     assign(server, "codex", computer_id)
     first = make_daemon(server, *FAST, api_key=api_key)

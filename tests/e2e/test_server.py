@@ -9,11 +9,9 @@ import subprocess
 import sys
 
 import pytest
-import sqlalchemy as sa
 
 from pal.client import ServerClient
 from pal.store import migrate
-from tests.conftest import PG_ADMIN_URL
 
 pytestmark = pytest.mark.e2e
 
@@ -48,21 +46,6 @@ def test_server_keeps_messages_across_a_restart(make_server):
     with ServerClient(second.url) as client:
         again = client.get_message(posted["message"]["id"])
     assert again["message"]["content"] == "remember me"
-
-
-@pytest.fixture
-def empty_postgres_db(postgres_url):
-    """A new, empty PostgreSQL database (a new install), dropped afterwards."""
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"pal_e2e_{os.getpid()}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.engine.make_url(postgres_url).set(database=name)
-    yield url.render_as_string(hide_password=False).replace("+psycopg", "")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
 
 
 def test_server_runs_on_postgresql(make_server, empty_postgres_db):
