@@ -773,5 +773,15 @@ class DaemonClient(ServerClient):
             ) from None
 
     def daemon_health(self) -> DaemonHealth:
-        """``GET /health``: the daemon's own state, and its server's health."""
-        return cast(DaemonHealth, self._request("GET", "/health"))
+        """``GET /health``: the daemon's own state, and its server's health. :class:`ApiError`
+        when something else answers there (LOCK_DAEMON_URL pointing at the server, say)."""
+        answer = self._request("GET", "/health")
+        state = answer.get("daemon") if isinstance(answer, dict) else None
+        if not (isinstance(state, dict) and "server" in answer and "daemon_id" in state):
+            raise ApiError(
+                200,
+                f"{self.base_url} answered /health, but not as a pal daemon: is it the "
+                "pal server? set LOCK_DAEMON_URL to the daemon's local API "
+                "(default http://127.0.0.1:4137)",
+            )
+        return cast(DaemonHealth, answer)

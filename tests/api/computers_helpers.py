@@ -106,8 +106,10 @@ def claim(client: TestClient, box: Box, delivery_id: int, daemon_id: str | None 
     )
 
 
-def claimed(client: TestClient, box: Box, delivery_id: int) -> dict[str, Any]:
-    r = claim(client, box, delivery_id)
+def claimed(
+    client: TestClient, box: Box, delivery_id: int, daemon_id: str | None = None
+) -> dict[str, Any]:
+    r = claim(client, box, delivery_id, daemon_id)
     assert r.status_code == 200, r.text
     delivery: dict[str, Any] = r.json()["delivery"]
     return delivery

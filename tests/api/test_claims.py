@@ -153,7 +153,18 @@ def test_claim_needs_a_computer_key(client, database):
 
 
 @pytest.mark.parametrize(
-    "body", [{}, {"daemon_id": ""}, {"daemon_id": "bad id"}, {"daemon_id": "d" * 65}], ids=str
+    "body",
+    [
+        {},
+        {"daemon_id": ""},
+        {"daemon_id": "bad id"},
+        {"daemon_id": "d" * 65},
+        {"daemon_id": "worker-1"},
+        {"daemon_id": "daemon_"},
+        {"daemon_id": "daemon_" + "a" * 57},
+        {"daemon_id": "daemon_a:b"},
+    ],
+    ids=str,
 )
 def test_claim_rejects_a_bad_daemon_id(client, database, body):
     box = make_box(database)

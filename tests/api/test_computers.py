@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from pal.store import computers as computers_store
 from pal.store.computers import key_hash
 from pal.store.tables import computers, deliveries, run_actions, runs, utcnow
 from tests.helpers import invite, make_agent, post
@@ -175,6 +176,33 @@ def test_revoke_stops_the_key_at_once(client):
     # Revoking again keeps the first time.
     again = client.post(f"/api/computers/{computer_id}/revoke").json()["computer"]
     assert again["revoked_at"] == revoked["revoked_at"]
+
+
+def test_a_heartbeat_racing_a_revoke_is_401_and_renews_nothing(client, database, monkeypatch):
+    """The key was checked just before the revoke committed: the heartbeat's own write sees
+    the revoke, so it neither brings the computer back online nor renews its claims."""
+    made = provision(client)
+    key, computer_id = made["api_key"], made["computer"]["id"]
+    make_agent(client, "codex")
+    invite(client, "general", "codex", "all")
+    assign(client, "codex", computer_id)
+    delivery = post(client, "hi")["deliveries"][0]
+    claim = client.post(
+        f"/api/deliveries/{delivery['id']}/claim",
+        json={"daemon_id": "daemon_abc"},
+        headers=auth(key),
+    ).json()["delivery"]
+    checked = computers_store.find_by_credential
+    before = database.read_sync(checked, key)
+    client.post(f"/api/computers/{computer_id}/revoke")
+    monkeypatch.setattr(computers_store, "find_by_credential", lambda conn, credential: before)
+    r = heartbeat(client, key, computer_id)
+    assert r.status_code == 401
+    assert "revoked" in r.json()["error"]
+    row = read_row(database, computer_id)
+    assert row["status"] == "offline"
+    held = client.get(f"/api/deliveries/{delivery['id']}").json()["delivery"]
+    assert held["lease_until"] == claim["lease_until"]
 
 
 def test_revoke_clears_the_stored_hash(client, database):

@@ -11,6 +11,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from pal.server.api.daemon_ws import hints
 from pal.server.hub import QUEUE_SIZE
+from pal.store import computers as computers_store
 from pal.store.tables import runs, utcnow
 from tests.conftest import wait_until
 from tests.helpers import invite, make_agent, post
@@ -262,6 +263,25 @@ def test_socket_sends_resync_after_falling_behind_and_keeps_hinting(client, box)
             "agent": "codex",
             "ids": delivery_ids(body, "codex"),
         }
+
+
+def test_socket_closes_with_4401_when_a_revoke_is_lost_while_it_fell_behind(client, box, database):
+    """The hub dropped the socket's events, the revoke among them: the socket checks its key
+    again before it resyncs, and closes."""
+    computer_id, key = box
+    hub = client.app.state.hub
+
+    def flood() -> None:
+        for _ in range(QUEUE_SIZE + 1):
+            hub.publish("message", room_id="room_x", message_id=1)
+
+    with open_socket(client, key) as ws:
+        ws.receive_json()
+        database.write_sync(computers_store.revoke_computer, computer_id)  # no hub event
+        client.portal.call(flood)
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 4401
 
 
 def test_socket_disconnect_is_clean(client, box, caplog):

@@ -6,12 +6,21 @@ The ``client`` fixture re-raises server exceptions, so any 500 fails these tests
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pal.server import auth
+from tests.api.computers_helpers import (
+    agent_on,
+    claimed,
+    make_box,
+    pending_delivery,
+    running,
+)
 from tests.helpers import make_agent, post
 
 # (method, path, a valid body) for every endpoint that takes a JSON body.
@@ -154,6 +163,12 @@ def test_errors_nul_in_message_fields_is_422(client, extra):
         ("POST", "/api/agents/a%00b/assignment"),
         ("GET", "/api/messages?room=a%00b"),
         ("GET", "/api/inbox?agent=a%00b"),
+        ("GET", "/api/computers/a%00b"),
+        ("POST", "/api/computers/a%00b/revoke"),
+        ("POST", "/api/computers/a%00b/rotate"),
+        ("GET", "/api/runs?room=a%00b"),
+        ("GET", "/api/sessions?room=a%00b"),
+        ("POST", "/api/rooms/a%00b/agents/codex/restart"),
     ],
 )
 def test_errors_nul_in_paths_and_queries_is_404_not_a_crash(client, method, url):
@@ -165,7 +180,14 @@ def test_errors_nul_in_paths_and_queries_is_404_not_a_crash(client, method, url)
 
 @pytest.mark.parametrize(
     "url",
-    ["/api/deliveries?agent=a%00b", "/api/messages?q=a%00b", "/api/messages?q=%ff%fe"],
+    [
+        "/api/deliveries?agent=a%00b",
+        "/api/messages?q=a%00b",
+        "/api/messages?q=%ff%fe",
+        "/api/runs?agent=a%00b",
+        "/api/runs?computer=a%00b",
+        "/api/sessions?agent=a%00b",
+    ],
 )
 def test_errors_odd_bytes_in_filters_are_not_a_crash(client, url):
     r = client.get(url)
@@ -183,6 +205,10 @@ def test_errors_odd_bytes_in_filters_are_not_a_crash(client, url):
         "/api/deliveries/99999999999999999999",
         "/api/deliveries?after=99999999999999999999",
         "/api/inbox?agent=codex&after=99999999999999999999",
+        "/api/runs/9223372036854775808",
+        "/api/runs?before=99999999999999999999",
+        "/api/sessions/9223372036854775808",
+        "/api/sessions/99999999999999999999/runs",
     ],
 )
 def test_errors_ids_beyond_64_bits_are_422(client, url):
@@ -324,9 +350,237 @@ def test_errors_fuzzed_query_parameters_never_crash(client, path, names, data):
 @given(ref=st.text(min_size=1, max_size=100).filter(lambda s: s not in (".", "..")))
 @pytest.mark.parametrize(
     "template",
-    ["/api/rooms/{}/members", "/api/agents/{}", "/api/messages/{}", "/api/deliveries/{}"],
+    [
+        "/api/rooms/{}/members",
+        "/api/agents/{}",
+        "/api/messages/{}",
+        "/api/deliveries/{}",
+        "/api/computers/{}",
+        "/api/runs/{}",
+        "/api/sessions/{}",
+    ],
 )
 def test_errors_fuzzed_path_ids_never_crash(client, template, ref):
     r = client.get(template.format(quote(ref, safe="")), follow_redirects=False)
     # "%2F" decodes to a trailing slash, which the router answers with a redirect
     assert r.status_code in (404, 422) or (r.status_code == 307 and "/" in ref), r.text
+
+
+def test_errors_restart_of_an_agent_key_with_nul_is_404_not_a_crash(client):
+    r = client.post("/api/rooms/general/agents/a%00b/restart", json={})
+    assert_error(r, 404, "no running run")
+
+
+# -- the daemon's endpoints (computer credential) --------------------------------------------
+
+
+@pytest.fixture
+def daemon_world(client, database) -> dict[str, Any]:
+    """A computer with an agent, a claimed delivery, a running run and a session: the ids
+    the daemon endpoints' fuzz tests aim at (each test starts from a fresh database)."""
+    box = make_box(database)
+    agent_on(client, box)
+    delivery = claimed(client, box, pending_delivery(client, "codex", "claimed")["id"])
+    run = running(client, box)
+    session = client.post("/api/sessions", json={"agent": "codex", "room": "general"})
+    return {
+        "box": box,
+        "headers": box.headers,
+        "d": box.daemon_id,
+        "delivery": delivery["id"],
+        "attempt": delivery["attempt"],
+        "run": run["id"],
+        "session": session.json()["session"]["id"],
+    }
+
+
+RUNTIMES = [{"name": "codex", "available": True, "version": "1", "path": "/bin/codex"}]
+# (method, path, a valid body, whether it takes the computer credential); {box}, {delivery},
+# {run} and {session} name the daemon_world's rows, "{d}" in a body its daemon id.
+DAEMON_ENDPOINTS = [
+    ("POST", "/api/computers/provision", {"name": "box", "server_url": "http://h:1"}, False),
+    ("POST", "/api/computers/connect", {"daemon_id": "{d}", "runtimes": RUNTIMES}, True),
+    (
+        "POST",
+        "/api/computers/{box}/heartbeat",
+        {"daemon_id": "{d}", "agents": ["codex"], "runtimes": RUNTIMES},
+        True,
+    ),
+    (
+        "POST",
+        "/api/daemons",
+        {"computer_id": "old-box", "computer_secret": "pw", "agent": "codex", "name": "Old"},
+        False,
+    ),
+    ("POST", "/api/deliveries/{delivery}/claim", {"daemon_id": "{d}"}, True),
+    ("POST", "/api/deliveries/{delivery}/ack", {"daemon_id": "{d}", "attempt": "{attempt}"}, True),
+    (
+        "POST",
+        "/api/deliveries/{delivery}/fail",
+        {"daemon_id": "{d}", "attempt": "{attempt}", "error": "no", "retry": True},
+        True,
+    ),
+    (
+        "POST",
+        "/api/runs",
+        {
+            "delivery_id": "{delivery}",
+            "attempt": "{attempt}",
+            "daemon_id": "{d}",
+            "session_id": "{session}",
+            "pid": 7,
+        },
+        True,
+    ),
+    ("POST", "/api/runs/{run}/pid", {"pid": 42}, True),
+    (
+        "POST",
+        "/api/runs/{run}/finish",
+        {"status": "completed", "exit_code": 0, "usage": {"tokens": 1}},
+        True,
+    ),
+    ("POST", "/api/runs/{run}/kill", {"requested_by": "alice"}, False),
+    ("POST", "/api/runs/{run}/restart", {"requested_by": "alice"}, False),
+    ("POST", "/api/rooms/general/agents/codex/restart", {"requested_by": "alice"}, False),
+    ("POST", "/api/sessions", {"agent": "codex", "room": "general", "cwd": "/tmp"}, False),
+    (
+        "POST",
+        "/api/sessions/{session}/runtime-session",
+        {"runtime_session_id": "thread-1", "cwd": "/tmp"},
+        False,
+    ),
+]
+DAEMON_IDS = [f"{m} {p}" for m, p, _, _ in DAEMON_ENDPOINTS]
+
+
+def _aim(world: dict[str, Any], path: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The URL and body aimed at ``world``'s rows: ``{name}`` in the path, and a body value
+    ``"{name}"``, become ``world[name]``."""
+    names = {k: v for k, v in world.items() if k != "box"}
+    aimed = {
+        k: names[v[1:-1]] if isinstance(v, str) and v[1:-1] in names else v for k, v in body.items()
+    }
+    return path.format(box=world["box"].id, **names), aimed
+
+
+@pytest.mark.parametrize(("method", "path", "valid", "keyed"), DAEMON_ENDPOINTS, ids=DAEMON_IDS)
+def test_errors_daemon_endpoints_answer_their_valid_body(
+    client, daemon_world, method, path, valid, keyed
+):
+    """The valid bodies the fuzz starts from really are valid (so the fuzz reaches the
+    handlers, not only the validation)."""
+    url, body = _aim(daemon_world, path, valid)
+    r = client.request(method, url, json=body, headers=daemon_world["headers"])
+    assert r.status_code < 300 or r.status_code in (404, 409), r.text
+
+
+@pytest.mark.parametrize(("method", "path", "valid", "keyed"), DAEMON_ENDPOINTS, ids=DAEMON_IDS)
+def test_errors_daemon_endpoints_refuse_unknown_fields_and_nul(
+    client, daemon_world, method, path, valid, keyed
+):
+    url, body = _aim(daemon_world, path, valid)
+    headers = daemon_world["headers"]
+    r = client.request(method, url, json={**body, "colour": "blue"}, headers=headers)
+    assert_error(r, 422, "colour", "unknown field")
+    field = next((k for k, v in body.items() if isinstance(v, str)), None)
+    if field is not None:
+        nul = {**body, field: body[field] + "\u0000"}
+        assert_error(client.request(method, url, json=nul, headers=headers), 422, field)
+    if keyed:
+        r = client.request(method, url, json=body)
+        assert_error(r, 401, "Bearer")
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+@pytest.mark.parametrize(("method", "path", "valid", "keyed"), DAEMON_ENDPOINTS, ids=DAEMON_IDS)
+def test_errors_daemon_endpoints_fuzzed_field_values_never_crash(
+    client, daemon_world, method, path, valid, keyed, data
+):
+    """Any JSON value in any field of a daemon endpoint gets an answer below 500."""
+    url, body = _aim(daemon_world, path, valid)
+    fields = sorted({*body, "runtimes", "usage", "agents"})
+    field = data.draw(st.sampled_from(fields))
+    value = data.draw(JSON_VALUES | DEEP_JSON)
+    body = {**body, field: value}
+    raw = json.dumps(body).encode()
+    if isinstance(value, Deep):  # nested past what json.dumps would write
+        raw = raw.replace(b'"DEEP"', b"[" * value.depth + b"]" * value.depth)
+    headers = {**daemon_world["headers"], "content-type": "application/json"}
+    r = client.request(method, url, content=raw, headers=headers)
+    assert r.status_code < 500
+    if r.status_code >= 400:
+        assert r.json()["error"]
+
+
+class Deep(str):
+    """Stands for JSON arrays nested ``depth`` deep (written into the raw body)."""
+
+    depth: int
+
+
+def _deep(depth: int) -> Deep:
+    value = Deep("DEEP")
+    value.depth = depth
+    return value
+
+
+# Deeply nested JSON (usage, runtimes): refused with a message, never a crash.
+DEEP_JSON = st.integers(min_value=30, max_value=5000).map(_deep)
+
+CREDENTIALS = (
+    st.sampled_from(["", "Bearer", "Bearer ", "Bearer  ", "Basic eDp5", "bearer :", "Bearer a:"])
+    | st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=60).map(
+        lambda t: "Bearer " + t
+    )
+    | st.integers(min_value=1000, max_value=100_000).map(lambda n: "Bearer " + "k" * n)
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(credential=CREDENTIALS)
+@pytest.mark.parametrize(
+    "path",
+    ["/api/computers/connect", "/api/deliveries/1/claim", "/api/runs/1/finish"],
+)
+def test_errors_fuzzed_credentials_are_401_never_a_crash(client, path, credential):
+    """Any Authorization header without a valid credential is a 401 whose message never
+    depends on (so never echoes) what was sent."""
+    body = {"status": "completed"} if path.endswith("finish") else {"daemon_id": "daemon_1"}
+    r = client.post(path, json=body, headers={"Authorization": credential.encode()})
+    assert assert_error(r, 401) in (auth.MISSING, auth.REFUSED)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ref=st.text(min_size=1, max_size=60).filter(lambda s: s not in (".", "..")))
+@pytest.mark.parametrize(
+    "template",
+    [
+        "/api/computers/{}/revoke",
+        "/api/computers/{}/heartbeat",
+        "/api/deliveries/{}/claim",
+        "/api/runs/{}/finish",
+        "/api/runs/{}/kill",
+        "/api/sessions/{}/runtime-session",
+        "/api/rooms/general/agents/{}/restart",
+    ],
+)
+def test_errors_fuzzed_path_ids_of_daemon_endpoints_never_crash(
+    client, daemon_world, template, ref
+):
+    bodies = {
+        "heartbeat": {"daemon_id": daemon_world["d"]},
+        "claim": {"daemon_id": daemon_world["d"]},
+        "finish": {"status": "completed"},
+        "runtime-session": {"runtime_session_id": "t"},
+    }
+    body = next((b for k, b in bodies.items() if template.endswith(k)), {})
+    url = template.format(quote(ref, safe=""))
+    r = client.post(url, json=body, headers=daemon_world["headers"], follow_redirects=False)
+    assert r.status_code in (403, 404, 422) or (r.status_code == 307 and "/" in ref), r.text

@@ -29,6 +29,7 @@ from tests.api.computers_helpers import (
     pending_delivery,
     running,
     set_last_seen,
+    start_run,
 )
 from tests.conftest import wait_until
 
@@ -133,6 +134,31 @@ def test_sweep_releases_expired_leases_of_a_live_computer(client, database):
     assert computer_row(database, box.id)["status"] == "online"
     # another claim takes it as the next attempt
     assert claimed(client, box, expired["id"])["attempt"] == 2
+
+
+def test_a_start_after_the_lease_was_released_is_409_and_runs_once(client, database):
+    """A daemon that claimed, went quiet past its lease and then starts the run: by then the
+    claim went back to pending and another daemon took it, so the late start is refused and
+    the delivery runs once."""
+    box = make_box(database)
+    agent_on(client, box)
+    late = claimed(client, box, pending_delivery(client, "codex")["id"])
+    database.write_sync(
+        lambda conn: conn.execute(
+            deliveries.update()
+            .where(deliveries.c.id == late["id"])
+            .values(lease_until=utcnow() - timedelta(seconds=1))
+        )
+    )
+    sweep(database)
+    r = start_run(client, box, late)
+    assert r.status_code == 409
+    assert "pending" in r.json()["error"]
+    taken = claimed(client, box, late["id"], "daemon_next")
+    assert start_run(client, box, late).status_code == 409  # attempt 1 is stale now
+    r = start_run(client, box, taken, daemon_id="daemon_next")
+    assert r.status_code == 201, r.text
+    assert [run["delivery_id"] for run in client.get("/api/runs").json()["runs"]] == [late["id"]]
 
 
 def test_heartbeat_lease_renewal_keeps_a_claim(client, database):

@@ -161,6 +161,19 @@ def test_runs_start_a_restart_as_a_new_run_of_the_same_delivery(client, database
     assert again.json()["run"]["id"] == restart["id"]
 
 
+def test_runs_start_refuses_a_restart_of_another_deliverys_run(client, database):
+    box = make_box(database)
+    agent_on(client, box)
+    other_run = running(client, box)
+    delivery = claimed(client, box, pending_delivery(client, "codex", "again")["id"])
+    r = start_run(client, box, delivery, restart_of=other_run["id"])
+    assert r.status_code == 409
+    assert f"run {other_run['id']} is not a run of delivery {delivery['id']}" in r.json()["error"]
+    assert client.get(f"/api/deliveries/{delivery['id']}").json()["delivery"]["status"] == (
+        "claimed"
+    )
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -214,7 +227,17 @@ def test_runs_list_filters_newest_first(client, database):
 
 
 @pytest.mark.parametrize(
-    "params", [{"status": "done"}, {"limit": 0}, {"before": 0}, {"agent": "a" * 41}], ids=str
+    "params",
+    [
+        {"status": "done"},
+        {"limit": 0},
+        {"before": 0},
+        {"agent": "a" * 41},
+        {"agent": "a\x00b"},
+        {"computer": "machine_\x00"},
+        {"computer": "a b"},
+    ],
+    ids=str,
 )
 def test_runs_list_rejects_bad_parameters(client, params):
     r = client.get("/api/runs", params=params)

@@ -217,3 +217,18 @@ def test_cli_needs_the_daemon_and_its_token(daemon: DaemonProcess, tmp_path: Pat
     assert error_line(bad_url, code=2) == (
         "LOCK_DAEMON_URL='localhost:4137' must start with http:// or https://"
     )
+
+
+def test_cli_says_when_the_daemon_is_up_but_its_server_is_down(daemon: DaemonProcess) -> None:
+    daemon.server.stop()
+    listed = cli(daemon, "rooms", "list")
+    assert error_line(listed).startswith(
+        f"the pal daemon cannot reach the server at {daemon.server.url}: "
+    )
+    assert listed.stdout == ""
+    health = cli(daemon, "health")
+    assert health.returncode == 1
+    assert f"\nserver: not healthy at {daemon.server.url}: cannot reach the server" in health.stdout
+    assert json.loads(cli(daemon, "health", "--json").stdout)["server"].startswith(
+        f"cannot reach the server at {daemon.server.url}: "
+    )

@@ -1,9 +1,11 @@
 """Claims under concurrency: daemons racing for the same deliveries each get a delivery
-exactly once, on both backends, through the same store calls the claim endpoint makes."""
+exactly once, on both backends, through the same store calls the claim endpoint makes; and
+the other writes that can race (run starts, legacy registrations, kill requests)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import threading
 from collections import Counter
@@ -12,13 +14,18 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from pal.errors import Conflict
+from pal.errors import Conflict, Unauthorized
+from pal.server.api.runs import request_action
 from pal.server.routing import NewMessage, post_message
 from pal.store import agents as agents_store
+from pal.store import computers as computers_store
 from pal.store import deliveries as deliveries_store
 from pal.store import rooms as rooms_store
+from pal.store import run_actions as actions_store
+from pal.store import runs as runs_store
 from pal.store.db import Database
-from pal.store.tables import computers, utcnow
+from pal.store.tables import computers, runs, utcnow
+from tests.conftest import wait_until
 
 DELIVERIES = 300
 DAEMONS = 6
@@ -120,3 +127,156 @@ async def test_claims_from_racing_tasks_are_each_won_once(database, pending_ids)
     random.Random(7).shuffle(jobs)
     await asyncio.wait_for(asyncio.gather(*jobs), timeout=120)
     _check(database, pending_ids, wins)
+
+
+# -- run starts racing each other (PostgreSQL: SQLite runs one writer at a time) ------------
+
+
+def _lock_waiters(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).scalar_one()
+        )
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["retry", "restart"])
+def test_a_run_start_racing_its_own_retry_records_one_run(db_url, database, restart):
+    """A daemon's start (or restart) retried while the first try is still in flight: the
+    retry waits for the first and answers its run; one run is recorded, not two."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite runs one writer at a time")
+
+    def setup(conn: sa.Connection) -> dict[str, Any]:
+        conn.execute(
+            computers.insert().values(
+                id=COMPUTER, name="race", status="online", runtimes=[], created_at=utcnow()
+            )
+        )
+        room = rooms_store.ensure_room(conn, "general")
+        agents_store.upsert_agent(conn, "codex")
+        agents_store.assign_agent(conn, "codex", COMPUTER)
+        rooms_store.set_membership(conn, room["id"], "codex", "agent", "all")
+        posted = post_message(conn, NewMessage(room="general", sender="alice", content="x"))
+        return _claim(conn, posted["deliveries"][0]["id"], "daemon_1")
+
+    delivery = database.write_sync(setup)
+    start = functools.partial(
+        runs_store.start_run,
+        computer_id=COMPUTER,
+        delivery_id=delivery["id"],
+        attempt=delivery["attempt"],
+        daemon_id="daemon_1",
+    )
+    if restart:
+        start = functools.partial(start, restart_of=database.write_sync(start)[0]["id"])
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as first:
+            tx = first.begin()
+            run, _, created = start(first)
+            assert created
+            answers: list[Any] = []
+            second = threading.Thread(target=lambda: answers.append(database.write_sync(start)))
+            second.start()
+            wait_until(lambda: _lock_waiters(engine) or not second.is_alive())
+            tx.commit()
+            second.join(timeout=30)
+        again, _, created_again = answers[0]
+        assert (again["id"], created_again) == (run["id"], False)
+        count = database.read_sync(
+            lambda conn: conn.execute(
+                sa.select(sa.func.count())
+                .select_from(runs)
+                .where(runs.c.delivery_id == delivery["id"])
+            ).scalar_one()
+        )
+        assert count == (2 if restart else 1)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("secret", ["same", "other"])
+def test_a_legacy_registration_racing_another_of_the_same_computer(db_url, database, secret):
+    """Two legacy daemons registering the same new computer id at once: the first wins;
+    the second then checks its secret against the first's (same: welcome; other: 401),
+    never a 500."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite runs one writer at a time")
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as first:
+            tx = first.begin()
+            computers_store.register_legacy(first, "old-box", "same")
+            answers: list[Any] = []
+
+            def second() -> None:
+                try:
+                    answers.append(
+                        database.write_sync(computers_store.register_legacy, "old-box", secret)
+                    )
+                except Unauthorized as exc:
+                    answers.append(exc)
+
+            thread = threading.Thread(target=second)
+            thread.start()
+            wait_until(lambda: _lock_waiters(engine) or not thread.is_alive())
+            tx.commit()
+            thread.join(timeout=30)
+        if secret == "same":
+            assert answers[0]["id"] == "old-box"
+        else:
+            assert isinstance(answers[0], Unauthorized)
+            assert "does not match" in answers[0].message
+    finally:
+        engine.dispose()
+
+
+def test_two_kill_requests_at_once_make_one_action(db_url, database):
+    """The workbench's kill button pressed twice at once: one action, answered to both."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite runs one writer at a time")
+
+    def setup(conn: sa.Connection) -> int:
+        conn.execute(
+            computers.insert().values(
+                id=COMPUTER, name="race", status="online", runtimes=[], created_at=utcnow()
+            )
+        )
+        room = rooms_store.ensure_room(conn, "general")
+        agents_store.upsert_agent(conn, "codex")
+        agents_store.assign_agent(conn, "codex", COMPUTER)
+        rooms_store.set_membership(conn, room["id"], "codex", "agent", "all")
+        posted = post_message(conn, NewMessage(room="general", sender="alice", content="x"))
+        delivery = _claim(conn, posted["deliveries"][0]["id"], "daemon_1")
+        run, _, _ = runs_store.start_run(
+            conn,
+            computer_id=COMPUTER,
+            delivery_id=delivery["id"],
+            attempt=delivery["attempt"],
+            daemon_id="daemon_1",
+        )
+        return int(run["id"])
+
+    run_id = database.write_sync(setup)
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as first:
+            tx = first.begin()
+            action = request_action(first, run_id, "kill", "alice")
+            answers: list[Any] = []
+            second = threading.Thread(
+                target=lambda: answers.append(
+                    database.write_sync(request_action, run_id, "kill", "bob")
+                )
+            )
+            second.start()
+            wait_until(lambda: _lock_waiters(engine) or not second.is_alive())
+            tx.commit()
+            second.join(timeout=30)
+        assert answers[0]["id"] == action["id"]
+        assert len(database.read_sync(actions_store.list_for_run, run_id)) == 1
+    finally:
+        engine.dispose()

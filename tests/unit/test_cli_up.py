@@ -4,17 +4,23 @@ computer file, durations."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import stat
+import sys
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
+from pal.cli.children import Child, Events
 from pal.cli.computer_file import SavedComputer, load_computer, save_computer
 from pal.cli.console.runs import duration
-from pal.cli.up import local_url
+from pal.cli.up import _daemon_ready, local_url, stopped_status
 from pal.client import Run
+from pal.config import load_settings
 from pal.store.tables import utcnow
+from tests.conftest import wait_until
 
 
 @pytest.mark.parametrize(
@@ -77,3 +83,37 @@ def test_duration_of_a_running_run_counts_to_now() -> None:
     run = _run(status="running", started_at=now.replace(microsecond=0).isoformat())
     assert duration(run, now=now) == "0s"
     assert duration(_run(status="lost", started_at=now.isoformat()), now=now) == ""
+
+
+def test_daemon_readiness_with_an_unreadable_token_file_is_not_ready(tmp_path: Path) -> None:
+    (tmp_path / "daemon.token").write_bytes(b"\xff\xfe")  # the daemon exits and says why
+    settings = load_settings({"PAL_HOME": str(tmp_path)})
+    assert _daemon_ready(settings, "http://127.0.0.1:1", "machine_1") is False
+
+
+INTERRUPTIBLE = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGINT, lambda *_: sys.exit({code}))\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.parametrize(("code", "clean"), [(130, True), (0, True), (3, False)])
+def test_a_child_stopped_by_ctrl_c_may_exit_130(
+    code: int, clean: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python programs interrupted while starting exit 128 + SIGINT: `pal up` counts that
+    as a clean stop; any other status is reported."""
+    events = Events()
+    argv = [sys.executable, "-c", INTERRUPTIBLE.format(code=code)]
+    child = Child.start("server", argv, dict(os.environ), events)
+    wait_until(lambda: "ready" in child._lines, timeout=20)
+    child.stop(signal.SIGINT, 20, events)
+    child.tail()  # waits for the output pump to finish
+    assert child.proc.stdout is not None
+    child.proc.stdout.close()
+    assert child.stopped_cleanly() is clean
+    assert stopped_status([child]) == (0 if clean else 1)
+    expected = "" if clean else f"error: the pal server exited with status {code}\n"
+    assert capsys.readouterr().err == expected

@@ -258,7 +258,7 @@ def make_daemon_client(handler: Handler, token: str | None = "tok") -> DaemonCli
 
 
 def test_daemon_client_sends_the_token_and_forwards_api_paths_unchanged() -> None:
-    recorder = Recorder({"rooms": []})
+    recorder = Recorder({"rooms": [], "daemon": {"daemon_id": "daemon_1"}, "server": "down"})
     make_daemon_client(recorder).list_rooms()
     request = recorder.requests[-1]
     assert str(request.url) == f"{DAEMON_URL}/api/rooms"
@@ -294,3 +294,21 @@ def test_daemon_client_unreachable_names_the_daemon() -> None:
         f"cannot reach the pal daemon at {DAEMON_URL}; is `pal daemon` running? "
         "(connection refused; set LOCK_DAEMON_URL if it listens elsewhere)"
     )
+
+
+@pytest.mark.parametrize(
+    "payload", [{"ok": True, "version": "0.1.0", "database": "sqlite"}, [], {"daemon": "x"}]
+)
+def test_daemon_health_from_something_that_is_not_a_daemon_says_so(payload: Any) -> None:
+    """LOCK_DAEMON_URL pointing at the pal server: its /health is not the daemon's."""
+    with pytest.raises(ApiError) as raised:
+        make_daemon_client(Recorder(payload)).daemon_health()
+    assert raised.value.message.startswith(
+        f"{DAEMON_URL} answered /health, but not as a pal daemon: is it the pal server?"
+    )
+
+
+def test_daemon_health_answers_the_daemon_state() -> None:
+    state = {"computer_id": None, "daemon_id": "daemon_1", "socket": "disconnected"}
+    payload = {"ok": True, "daemon": state, "server": "cannot reach the server"}
+    assert make_daemon_client(Recorder(payload)).daemon_health() == payload

@@ -126,3 +126,52 @@ def test_daemon_start_up_does_not_load_the_server_stack() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_daemon_with_a_token_file_that_is_not_text_is_one_line_and_exit_1(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "daemon.token").write_bytes(b"\xff\xfe\x00garbage")
+    code, stderr = daemon(tmp_path, "--api-key", "sk_machine_secret")
+    assert code == 1
+    assert one_error_line(stderr) == (
+        f"cannot set up the local API token: {home / 'daemon.token'} is not a token "
+        "(not UTF-8 text): delete it to have a new one made, or set LOCK_DAEMON_TOKEN"
+    )
+
+
+def test_daemon_token_must_fit_in_a_header(tmp_path: Path) -> None:
+    code, stderr = daemon(tmp_path, "--api-key", "k", LOCK_DAEMON_TOKEN="tök en")
+    assert code == 2
+    assert one_error_line(stderr) == (
+        "LOCK_DAEMON_TOKEN is not a usable token: use printable ASCII without spaces"
+    )
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "daemon.token").write_text("two words\n")
+    code, stderr = daemon(tmp_path, "--api-key", "k")
+    assert code == 1
+    assert one_error_line(stderr).startswith(
+        f"cannot set up the local API token: the content of {home / 'daemon.token'} is not a "
+        "usable token"
+    )
+
+
+@pytest.mark.parametrize("token", ["tök€n", "a\nb", "two words"])
+def test_cli_with_a_token_that_cannot_be_sent_says_so(tmp_path: Path, token: str) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["cli", "health"],
+        env={
+            **CLEAN,
+            "PAL_HOME": str(tmp_path),
+            "LOCK_DAEMON_URL": "http://127.0.0.1:1",
+            "LOCK_DAEMON_TOKEN": token,
+        },
+    )
+    assert result.exit_code == 2
+    assert one_error_line(result.stderr) == (
+        "LOCK_DAEMON_TOKEN is not a usable token: use printable ASCII without spaces"
+    )

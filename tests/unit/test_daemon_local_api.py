@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
+from starlette.types import ASGIApp
 
 from pal.daemon.local_api import PortInUse, bind, create_local_app
 from pal.daemon.server_api import ServerApi
@@ -142,7 +145,9 @@ async def test_local_api_answers_503_when_the_server_is_unreachable(
     fake.down = True
     response = await local.get("/api/rooms", headers=auth())
     assert response.status_code == 503
-    assert "cannot reach the server" in response.json()["error"]
+    assert response.json()["error"].startswith(
+        "the pal daemon cannot reach the server at http://server.test: ConnectError"
+    )
 
 
 async def test_local_api_unknown_path_is_a_json_404(local: httpx.AsyncClient) -> None:
@@ -159,3 +164,116 @@ def test_bind_refuses_a_taken_port() -> None:
             bind(taken.getsockname()[1])
     finally:
         taken.close()
+
+
+async def raw_request(app: ASGIApp, raw_path: bytes, query: bytes = b"") -> tuple[int, bytes]:
+    """One request with ``raw_path`` exactly as a client sent it (httpx would resolve
+    ``..`` before sending); the path is decoded the way uvicorn decodes it."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": unquote(raw_path.decode("ascii")),
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:4137"), *auth_headers()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 4137),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], body
+
+
+def auth_headers() -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", f"Bearer {TOKEN}".encode())]
+
+
+@pytest.fixture
+def app(fake: FakeServer) -> ASGIApp:
+    api = ServerApi("http://server.test", KEY, transport=httpx.MockTransport(fake))
+    return create_local_app(api, TOKEN, lambda: dict(STATE))
+
+
+@pytest.mark.parametrize(
+    "raw_path",
+    [b"/api/../health", b"/api/%2e%2e/health", b"/api/rooms/../../docs", b"/api/./rooms"],
+)
+async def test_local_api_forwards_nothing_outside_api(
+    app: ASGIApp, fake: FakeServer, raw_path: bytes
+) -> None:
+    status, body = await raw_request(app, raw_path)
+    assert status == 404 and "no '.' or '..' parts" in json.loads(body)["error"]
+    assert fake.requests == []
+
+
+async def test_local_api_keeps_encoded_slashes_and_repeated_query_keys(
+    app: ASGIApp, fake: FakeServer
+) -> None:
+    status, _ = await raw_request(app, b"/api/rooms/a%2Fb/members", b"tag=1&tag=2")
+    assert status == 201
+    [request] = fake.requests
+    assert request.url.raw_path == b"/api/rooms/a%2Fb/members?tag=1&tag=2"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, text="<html>not pal</html>"),
+        httpx.Response(200, json=["not", "an", "object"]),
+        httpx.Response(500, text="Internal Server Error"),
+    ],
+    ids=["html", "json-list", "500"],
+)
+async def test_local_health_survives_an_answer_that_is_not_a_pal_server(
+    answer: httpx.Response,
+) -> None:
+    api = ServerApi("http://server.test", KEY, transport=httpx.MockTransport(lambda r: answer))
+    app = create_local_app(api, TOKEN, lambda: dict(STATE))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app), base_url="http://127.0.0.1:4137"
+    ) as client:
+        response = await client.get("/health", headers=auth())
+    await api.aclose()
+    assert response.status_code == 200
+    server = response.json()["server"]
+    assert isinstance(server, str) and server.startswith(f"HTTP {answer.status_code}: ")
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "HEAD", "POST"])
+async def test_a_browser_page_gets_nothing_without_the_token(
+    local: httpx.AsyncClient, fake: FakeServer, method: str
+) -> None:
+    """DNS rebinding or a page posting to 127.0.0.1: no CORS preflight passes, and no
+    endpoint (not even /health) answers without the bearer token."""
+    headers = {
+        "origin": "http://evil.example",
+        "host": "evil.example:4137",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization",
+    }
+    for path in ("/health", "/api/messages"):
+        response = await local.request(method, path, headers=headers)
+        assert response.status_code == 401
+        assert not any(h.startswith("access-control-") for h in response.headers)
+    assert fake.requests == []
+
+
+async def test_a_url_too_long_to_forward_is_a_400_not_a_crash(
+    app: ASGIApp, fake: FakeServer
+) -> None:
+    status, body = await raw_request(app, b"/api/rooms/" + b"a" * 70_000)
+    assert status == 400
+    assert json.loads(body) == {"error": "cannot forward this request: URL too long"}
+    assert fake.requests == []

@@ -5,12 +5,17 @@ no delivery processed twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
+import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
+from pal.daemon import local_api
 from pal.daemon.main import Daemon, Options
 from pal.daemon.server_api import ServerApi
 
@@ -32,6 +37,7 @@ class FakeServer:
         self.session_reached = asyncio.Event()
         self.claims: dict[int, int] = {}
         self.runs = 0
+        self.connected = asyncio.Event()
 
     def paths(self, prefix: str = "") -> list[str]:
         return [f"{m} {p}" for m, p, _ in self.calls if p.startswith(prefix)]
@@ -46,6 +52,7 @@ class FakeServer:
         if self.refuse:
             return httpx.Response(401, json={"error": "the computer API key is not valid"})
         if path == "/api/computers/connect":
+            self.connected.set()
             return httpx.Response(
                 200,
                 json={
@@ -97,7 +104,10 @@ class FakeServer:
         return httpx.Response(404, json={"error": f"no route {path}"})
 
 
-def make_daemon(fake: FakeServer, **options: Any) -> Daemon:
+Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+
+
+def make_daemon(fake: FakeServer | Handler, **options: Any) -> Daemon:
     opts = Options(
         server_url="http://server.test",
         api_key="sk_machine_test",
@@ -221,3 +231,112 @@ def test_socket_url_follows_the_server_scheme(server_url: str, expected: str) ->
     from pal.daemon.main import ws_url
 
     assert ws_url(server_url, "daemon_1") == expected
+
+
+async def test_a_refusal_while_once_drains_is_fatal_not_a_crash() -> None:
+    fake = FakeServer()
+    original = fake.__call__
+
+    async def revoked_after_connect(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/deliveries":  # the key was rotated after connect
+            return httpx.Response(401, json={"error": "the computer API key is not valid"})
+        return await original(request)
+
+    daemon = make_daemon(revoked_after_connect, dry_run=True, once=True)
+    assert await asyncio.wait_for(daemon.run(), 10) == 1
+    assert daemon.fatal is not None and "the computer API key is not valid" in daemon.fatal
+
+
+async def test_stopping_while_connect_hangs_exits_at_once() -> None:
+    hung = asyncio.Event()
+
+    async def never_answers(request: httpx.Request) -> httpx.Response:
+        hung.set()
+        await asyncio.Event().wait()  # a server that accepted the connection, then froze
+        raise AssertionError("unreachable")
+
+    daemon = make_daemon(never_answers)
+    running = asyncio.create_task(daemon.run())
+    await asyncio.wait_for(hung.wait(), 10)
+    daemon.stop()
+    assert await asyncio.wait_for(running, 5) == 0
+
+
+@pytest.mark.parametrize("status", [500, 503])
+async def test_a_server_error_at_connect_is_retried_not_fatal(status: int) -> None:
+    fake = FakeServer()
+    fake.pending["codex"] = [1]
+    original = fake.__call__
+    failures = [status, status]
+
+    async def flaky_connect(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/computers/connect" and failures:
+            return httpx.Response(failures.pop(), json={"error": "database is restarting"})
+        return await original(request)
+
+    daemon = make_daemon(flaky_connect, dry_run=True, once=True)
+    assert await asyncio.wait_for(daemon.run(), 20) == 0
+    assert daemon.fatal is None and fake.claims == {1: 1}
+
+
+async def test_a_connect_answered_404_is_fatal_and_says_so_without_blaming_the_key() -> None:
+    async def not_pal(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"error": "Not Found"})
+
+    daemon = make_daemon(not_pal, dry_run=True)
+    assert await asyncio.wait_for(daemon.run(), 10) == 1
+    assert daemon.fatal == (
+        "the server at http://server.test answered the connect request with HTTP 404: "
+        "Not Found (is --server the pal server's URL?)"
+    )
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type": "deliveries", "agent": "codex", "ids": 5}',
+        '{"type": "deliveries", "agent": ["codex"], "ids": [1]}',
+        '{"type": "deliveries", "agent": "codex", "ids": [true, "2", null]}',
+        '["deliveries"]',
+        '"resync"',
+        '{"type": ["resync"]}',
+        "not json",
+        b"\xff",
+    ],
+)
+async def test_a_malformed_hint_is_ignored(frame: str | bytes) -> None:
+    daemon = make_daemon(FakeServer())
+    daemon.agents = {"codex": {"key": "codex"}}
+    daemon._on_hint(frame)  # never raises: a raise would end the socket task
+    assert daemon._inflight == {}
+
+
+async def test_stopping_does_not_wait_for_a_forwarded_request_that_hangs() -> None:
+    fake = FakeServer()
+    forwarded = asyncio.Event()
+
+    async def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/slow":
+            forwarded.set()
+            await asyncio.Event().wait()  # the server never answers this one
+        return await fake(request)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    daemon = make_daemon(server)
+    daemon.options = dataclasses.replace(daemon.options, local_port=port)
+    running = asyncio.create_task(daemon.run())
+    await asyncio.wait_for(fake.connected.wait(), 10)
+    async with httpx.AsyncClient(timeout=30) as client:
+        pending = asyncio.create_task(
+            client.get(
+                f"http://127.0.0.1:{port}/api/slow", headers={"authorization": "Bearer token"}
+            )
+        )
+        await asyncio.wait_for(forwarded.wait(), 10)
+        daemon.stop()
+        done, _ = await asyncio.wait({running}, timeout=local_api.SHUTDOWN_TIMEOUT + 5)
+        assert done == {running} and running.result() == 0
+        with contextlib.suppress(httpx.HTTPError):
+            await pending

@@ -103,3 +103,36 @@ def test_migrations_search_uses_the_full_text_index(database):
             plan = _explain_search(conn, "EXPLAIN")
             assert "ix_messages_content_search" in plan, plan
         conn.rollback()
+
+
+def test_an_upgrade_that_fails_half_way_leaves_the_database_as_it_was(tmp_path, monkeypatch):
+    """Ctrl-C (or any error) during the first start's upgrade must not leave tables without a
+    recorded revision: the next start would fail with "table ... already exists"."""
+    from alembic.operations import Operations
+
+    url = f"sqlite:///{tmp_path / 'pal.sqlite'}"
+    migrate.upgrade(url, "0001")
+    real_create_table = Operations.create_table
+
+    def create_table(self, name, *columns, **kw):
+        if name == "sessions":  # after 0002 has created other tables
+            raise KeyboardInterrupt
+        return real_create_table(self, name, *columns, **kw)
+
+    monkeypatch.setattr(Operations, "create_table", create_table)
+    try:
+        migrate.upgrade(url)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the patched upgrade should have been interrupted")
+    monkeypatch.undo()
+
+    assert migrate.current_revision(url) == "0001"
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert "runs" not in sa.inspect(conn).get_table_names()
+    engine.dispose()
+    migrate.upgrade(url)  # the next start completes it
+    assert migrate.current_revision(url) == migrate.head_revision()
+    assert schema_diff(url) == []

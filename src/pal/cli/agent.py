@@ -19,6 +19,7 @@ from pal.cli.console import messages, rooms, runs, topics
 from pal.cli.console.context import ConsoleGroup, connect
 from pal.client import DaemonClient, DaemonHealth
 from pal.config import ConfigError, load_settings
+from pal.daemon.token import unusable_reason, usable
 
 app = typer.Typer(
     cls=ConsoleGroup,
@@ -49,6 +50,9 @@ def cli(ctx: typer.Context) -> None:
         )
     token_file = settings.daemon_token_file
     token = settings.daemon_token or read_token(token_file)
+    if token is not None and not usable(token):
+        where = "LOCK_DAEMON_TOKEN" if settings.daemon_token else f"the content of {token_file}"
+        raise ConfigError(unusable_reason(where))
     client = DaemonClient(settings.daemon_url, token=token, token_file=str(token_file))
     ctx.obj = ctx.with_resource(client)
 

@@ -140,6 +140,8 @@ class Child:
             pass
 
     def stopped_cleanly(self) -> bool:
-        """Whether the child exited 0, or died of the signal it was asked to stop with."""
+        """Whether the child exited 0, or of the signal it was asked to stop with: killed by
+        it, or exiting 128 + its number (how Python programs report a Ctrl-C)."""
         code = self.proc.poll()
-        return code == 0 or (self._signalled is not None and code == -self._signalled)
+        signalled = self._signalled
+        return code == 0 or (signalled is not None and code in (-signalled, 128 + signalled))

@@ -91,7 +91,7 @@ def run(
     """Connect this computer to the server, claim deliveries for its agents, start runs."""
     from pal.daemon.local_api import PortInUse
     from pal.daemon.main import Daemon, Options
-    from pal.daemon.token import local_api_token
+    from pal.daemon.token import TokenFileError, local_api_token, unusable_reason, usable
 
     try:
         settings = load_settings()
@@ -99,6 +99,8 @@ def run(
         key = api_key or settings.api_key
         legacy_id = computer_id or settings.computer_id
         legacy_secret = computer_secret or settings.computer_secret
+        if settings.daemon_token and not usable(settings.daemon_token):
+            raise UsageError(unusable_reason("LOCK_DAEMON_TOKEN"))
         if not key and not (legacy_id and legacy_secret):
             raise UsageError(
                 "no credential: pass --api-key sk_machine_... (or set PAL_API_KEY), or "
@@ -133,7 +135,7 @@ def run(
         )
     try:
         token = local_api_token(settings)
-    except OSError as exc:
+    except (OSError, TokenFileError) as exc:
         typer.echo(f"error: cannot set up the local API token: {exc}", err=True)
         raise typer.Exit(1) from None
     daemon = Daemon(options, token)

@@ -120,7 +120,7 @@ def _run(
         )
     except Stopped as stopped:
         _stop_all(children, events, stopped.signum)
-        return 0 if all(c.stopped_cleanly() for c in children) else 1
+        return stopped_status(children)
     typer.echo(_banner(server_url, daemon_url, computer["id"], note, dry_run))
     for child in children:
         child.show_output()
@@ -141,7 +141,17 @@ def _supervise(children: list[Child], events: Events) -> int:
             _stop_all(children, events, signal.SIGTERM)
             return 1
         _stop_all(children, events, event)
-        return 0 if all(c.stopped_cleanly() for c in children) else 1
+        return stopped_status(children)
+
+
+def stopped_status(children: list[Child]) -> int:
+    """0 when every child stopped cleanly; else 1, with one line for each that did not."""
+    code = 0
+    for child in children:
+        if not child.stopped_cleanly():
+            output.print_error(f"the pal {child.name} exited with status {child.returncode}")
+            code = 1
+    return code
 
 
 def _stop_all(children: list[Child], events: Events, signum: int) -> None:
@@ -188,7 +198,10 @@ def _server_ready(server_url: str) -> bool:
 
 def _daemon_ready(settings: Settings, daemon_url: str, computer_id: str) -> bool:
     """The daemon answers its local ``/health`` and has connected as ``computer_id``."""
-    token = settings.daemon_token or read_token(settings.daemon_token_file)
+    try:
+        token = settings.daemon_token or read_token(settings.daemon_token_file)
+    except ConfigError:  # unusable: the daemon says why when it exits
+        return False
     if token is None:
         return False
     headers = {"authorization": f"Bearer {token}"}

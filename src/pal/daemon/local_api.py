@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,6 +28,8 @@ HOST = "127.0.0.1"
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 FORWARDED_HEADERS = ("content-type", "accept")
 HEALTH_TIMEOUT = 5.0
+SHUTDOWN_TIMEOUT = 3
+"""Seconds a stopping daemon gives local API requests still being answered."""
 
 Describe = Callable[[], dict[str, Any]]
 
@@ -70,14 +73,19 @@ def create_local_app(api: ServerApi, token: str, describe: Describe) -> ASGIApp:
         except Unreachable as exc:
             server = exc.message
         else:
-            if response.status_code == 200:
-                server = response.json()
-            else:
+            try:
+                server = response.json() if response.status_code == 200 else None
+            except ValueError:
+                server = None
+            if not isinstance(server, dict):  # an error, or not a pal server's answer
                 server = f"HTTP {response.status_code}: {error_message(response)}"
         return JSONResponse({"ok": True, "daemon": describe(), "server": server})
 
     async def forward(request: Request) -> Response:
         scope = request.scope
+        if {".", ".."} & set(scope["path"].split("/")):
+            # the server would resolve them, reaching paths outside /api/ (also %2e%2e)
+            return _error(404, f"no such local API path {scope['path']!r}: no '.' or '..' parts")
         target = scope.get("raw_path") or scope["path"].encode()
         if scope["query_string"]:
             target += b"?" + scope["query_string"]
@@ -87,8 +95,10 @@ def create_local_app(api: ServerApi, token: str, describe: Describe) -> ASGIApp:
             answer = await api.send(
                 request.method, target.decode("latin-1"), content=body or None, headers=headers
             )
-        except Unreachable as exc:
-            return _error(503, exc.message)
+        except Unreachable as exc:  # "the pal daemon cannot reach the server at ...: ..."
+            return _error(503, f"the pal daemon {exc.message}")
+        except httpx.InvalidURL as exc:  # too long, say: the server could not take it either
+            return _error(400, f"cannot forward this request: {exc}")
         relayed = {}
         if "content-type" in answer.headers:
             relayed["content-type"] = answer.headers["content-type"]
@@ -141,5 +151,7 @@ def local_server(app: ASGIApp) -> LocalServer:
         access_log=False,
         lifespan="off",
         server_header=False,
+        # a request forwarded to a server that does not answer must not hold up a stop
+        timeout_graceful_shutdown=SHUTDOWN_TIMEOUT,
     )
     return LocalServer(config)

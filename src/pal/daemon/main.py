@@ -77,6 +77,14 @@ class Stopped(Exception):
     """The daemon is stopping: give up what was about to start."""
 
 
+class Rejected(Exception):
+    """The server answered the connect request with an error retrying cannot fix."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 def _handle_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[int], None] | None) -> None:
     """Route SIGTERM and SIGINT to ``handler`` inside ``loop`` (None: restore defaults)."""
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -221,15 +229,19 @@ class Daemon:
 
     async def _main(self) -> int:
         try:
-            await self._connect()
+            await self._unless_stopped(self._connect())
+            self._spawn(self._heartbeat_loop, "heartbeat")
+            if self.options.once:
+                return await self._unless_stopped(self._run_once())
         except Refused as exc:
             self._refused(exc)
             return 1
+        except Rejected as exc:
+            if self.fatal is None:
+                self.fatal = exc.message
+            return 1
         except Stopped:
             return 0
-        self._spawn(self._heartbeat_loop, "heartbeat")
-        if self.options.once:
-            return await self._run_once()
         self._spawn(self._drain_loop, "drain")
         self._spawn(self._socket_loop, "socket")
         self._drain_wanted.set()
@@ -293,6 +305,23 @@ class Daemon:
         finally:
             forced.cancel()
 
+    async def _unless_stopped(self, work: Coroutine[Any, Any, T]) -> T:
+        """The result of ``work``; :class:`Stopped` (and ``work`` cancelled) as soon as the
+        daemon stops, even while ``work`` waits for a server that does not answer."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Stopped):
+                    await task
+        if task.cancelled():
+            raise Stopped
+        return task.result()
+
     async def _sleep(self, seconds: float, wake: asyncio.Event | None = None) -> None:
         """Sleep, ending early when ``wake`` is set; :class:`Stopped` if the daemon stops."""
         events = [self._stopping] if wake is None else [self._stopping, wake]
@@ -336,7 +365,15 @@ class Daemon:
                 self.unreachable.failed(exc.message)
                 await self._sleep(backoff.next_delay())
             except ApiError as exc:
-                raise Refused(f"HTTP {exc.status}: {exc.message}") from None
+                if exc.status >= 500:  # the server is there but not well: try again
+                    self.unreachable.failed(f"the server answered {exc.status}: {exc.message}")
+                    await self._sleep(backoff.next_delay())
+                    continue
+                hint = " (is --server the pal server's URL?)" if exc.status in (404, 405) else ""
+                raise Rejected(
+                    f"the server at {opts.server_url} answered the connect request with "
+                    f"HTTP {exc.status}: {exc.message}{hint}"
+                ) from None
         self.unreachable.recovered()
         self.computer_id = str(answer["computer"]["id"])
         self.heartbeat_grace = float(answer.get("heartbeat_grace") or 0) or None
@@ -690,17 +727,22 @@ class Daemon:
     def _on_hint(self, raw: str | bytes) -> None:
         try:
             frame = json.loads(raw)
-            kind = frame["type"]
-        except (ValueError, TypeError, KeyError):
+        except ValueError:
+            frame = None
+        kind = frame.get("type") if isinstance(frame, dict) else None
+        if not isinstance(kind, str):
             log.debug("ignored a socket frame that is not a hint")
             return
         if kind == "deliveries":
-            agent = frame.get("agent")
+            agent, ids = frame.get("agent"), frame.get("ids")
+            if not isinstance(agent, str) or not isinstance(ids, list):
+                log.debug("ignored a malformed deliveries hint")
+                return
             if agent not in self.agents:  # assigned just now: learn it first
                 self._beat_now.set()
                 return
-            for delivery_id in frame.get("ids") or []:
-                if isinstance(delivery_id, int):
+            for delivery_id in ids:
+                if isinstance(delivery_id, int) and not isinstance(delivery_id, bool):
                     self._schedule(delivery_id, agent)
         elif kind in ("assignments", "run_action", "resync"):
             self._beat_now.set()

@@ -23,10 +23,35 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def usable(token: str) -> bool:
+    """Whether ``token`` can travel in an ``Authorization`` header: printable ASCII, no
+    spaces (what :func:`new_token` makes)."""
+    return all("!" <= c <= "~" for c in token)
+
+
+def unusable_reason(where: str) -> str:
+    return f"{where} is not a usable token: use printable ASCII without spaces"
+
+
+class TokenFileError(Exception):
+    """The token file exists but holds no usable token (not text)."""
+
+
 def _read(path: Path) -> str | None:
     if path.stat().st_mode & 0o077:
         path.chmod(MODE)  # tighten a file someone made readable by others
-    token = path.read_text(encoding="utf-8").strip()
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise TokenFileError(
+            f"{path} is not a token (not UTF-8 text): delete it to have a new one made, "
+            "or set LOCK_DAEMON_TOKEN"
+        ) from None
+    if not usable(token):
+        raise TokenFileError(
+            unusable_reason(f"the content of {path}")
+            + "; delete the file to have a new one made, or set LOCK_DAEMON_TOKEN"
+        )
     return token or None
 
 
@@ -71,6 +96,8 @@ def token_file_token(path: Path) -> str:
 def local_api_token(settings: Settings) -> str:
     """The token the local API wants: LOCK_DAEMON_TOKEN if set, else the token file's."""
     if settings.daemon_token:
+        if not usable(settings.daemon_token):
+            raise TokenFileError(unusable_reason("LOCK_DAEMON_TOKEN"))
         return settings.daemon_token
     return token_file_token(settings.daemon_token_file)
 

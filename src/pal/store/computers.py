@@ -48,6 +48,8 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
 
 def get_computer(conn: Connection, computer_id: str) -> dict[str, Any]:
     """The computer ``computer_id`` (without its key hash); :class:`NotFound` otherwise."""
+    if "\x00" in computer_id:  # no computer has one, and PostgreSQL refuses NUL in a query
+        raise NotFound("computer", computer_id)
     row = conn.execute(sa.select(computers).where(computers.c.id == computer_id)).first()
     if row is None:
         raise NotFound("computer", computer_id)
@@ -183,7 +185,9 @@ def mark_seen(
     runtimes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Mark the computer ``online`` and seen now (``connected``: a daemon connected now);
-    record ``platform``, ``version`` and ``runtimes`` when given."""
+    record ``platform``, ``version`` and ``runtimes`` when given. :class:`Unauthorized` for
+    a computer revoked since its credential was checked (a revoke racing a heartbeat: the
+    heartbeat then renews nothing)."""
     now = utcnow()
     values: dict[str, Any] = {"status": "online", "last_seen_at": now}
     if connected:
@@ -191,8 +195,18 @@ def mark_seen(
     for column, value in (("platform", platform), ("version", version), ("runtimes", runtimes)):
         if value is not None:
             values[column] = value
-    conn.execute(computers.update().where(computers.c.id == computer_id).values(**values))
-    return get_computer(conn, computer_id)
+    updated = conn.execute(
+        computers.update()
+        .where(computers.c.id == computer_id, computers.c.revoked_at.is_(None))
+        .values(**values)
+    )
+    computer = get_computer(conn, computer_id)
+    if not updated.rowcount:
+        raise Unauthorized(
+            f"computer {computer_id!r} was revoked: provision a new one with "
+            "POST /api/computers/provision, or rotate its key"
+        )
+    return computer
 
 
 _AGENT_FIELDS = (

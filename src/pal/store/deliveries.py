@@ -113,8 +113,11 @@ def create_delivery(
         ) from None
 
 
-def get_delivery(conn: Connection, delivery_id: int) -> dict[str, Any]:
-    row = conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id)).first()
+def get_delivery(conn: Connection, delivery_id: int, *, lock: bool = False) -> dict[str, Any]:
+    """The delivery ``delivery_id`` (:class:`NotFound` otherwise). ``lock`` holds its row
+    until the transaction ends (``FOR UPDATE`` on PostgreSQL; SQLite has one writer)."""
+    query = sa.select(deliveries).where(deliveries.c.id == delivery_id)
+    row = conn.execute(query.with_for_update() if lock else query).first()
     if row is None:
         raise NotFound("delivery", delivery_id)
     return as_dict(row)

@@ -25,8 +25,11 @@ STATUSES = ("running", "completed", "failed", "killed", "lost")
 FINISHED = ("completed", "failed", "killed")
 
 
-def get_run(conn: Connection, run_id: int) -> dict[str, Any]:
-    row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+def get_run(conn: Connection, run_id: int, *, lock: bool = False) -> dict[str, Any]:
+    """The run ``run_id`` (:class:`NotFound` otherwise). ``lock`` holds its row until the
+    transaction ends (``FOR UPDATE`` on PostgreSQL; SQLite has one writer)."""
+    query = sa.select(runs).where(runs.c.id == run_id)
+    row = conn.execute(query.with_for_update() if lock else query).first()
     if row is None:
         raise NotFound("run", run_id)
     return as_dict(row)
@@ -65,7 +68,10 @@ def start_run(
     with ``created`` false. A stale attempt or another holder is :class:`Conflict`, as for
     :func:`deliveries.ack_delivery`.
     """
-    delivery = deliveries_store.get_delivery(conn, delivery_id)
+    # The delivery's row stays locked until this transaction ends, so concurrent starts of
+    # it (a retry racing the first try, two restarts) take turns and the later one finds
+    # the run the earlier one made (PostgreSQL; SQLite runs one writer at a time).
+    delivery = deliveries_store.get_delivery(conn, delivery_id, lock=True)
     if deliveries_store.is_acked_by(
         delivery, computer_id=computer_id, daemon_id=daemon_id, attempt=attempt
     ):
@@ -83,8 +89,11 @@ def start_run(
                 f"session {session_id} belongs to agent {session['agent_key']!r}, "
                 f"not {delivery['agent_key']!r} of delivery {delivery_id}"
             )
-    if restart_of is not None:
-        get_run(conn, restart_of)
+    if restart_of is not None and get_run(conn, restart_of)["delivery_id"] != delivery_id:
+        raise Conflict(
+            f"run {restart_of} is not a run of delivery {delivery_id}: a restart is a new run "
+            "of the same delivery"
+        )
     if runtime is None:
         agent = agents_store.find_agent(conn, delivery["agent_key"])
         runtime = agent["runtime"] if agent else None
@@ -143,6 +152,8 @@ def list_runs(
 
 
 def newest_running(conn: Connection, *, agent_key: str, room_id: str) -> dict[str, Any] | None:
+    if "\x00" in agent_key:  # no agent has one, and PostgreSQL refuses NUL in a query
+        return None
     query = (
         sa.select(runs)
         .where(runs.c.agent_key == agent_key, runs.c.room_id == room_id)

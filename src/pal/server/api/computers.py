@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 from sqlalchemy.engine import Connection
 
+from pal.server.api.deliveries import DaemonId
 from pal.server.api.fields import AgentKey, Body
 from pal.server.auth import CurrentComputer, require_same
 from pal.server.deps import DB, HubDep, SettingsDep
@@ -35,13 +36,6 @@ ServerUrl = Annotated[
         max_length=2000,
         pattern=r"^https?://[^\s/]+\S*$",
         description="the URL daemons reach this server at: http:// or https://",
-    ),
-]
-DaemonId = Annotated[
-    str,
-    Field(
-        pattern=r"^daemon_[A-Za-z0-9]{1,56}$",
-        description="names one daemon process: 'daemon_' and 1-56 letters or digits",
     ),
 ]
 Platform = Annotated[str, Field(max_length=64)]

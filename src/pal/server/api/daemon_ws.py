@@ -63,6 +63,16 @@ async def _refuse(websocket: WebSocket, status: int, message: str) -> None:
         await websocket.close(4000 + status, message[:120])
 
 
+async def _still_valid(websocket: WebSocket, computer_id: str) -> bool:
+    """Whether the socket's credential still names ``computer_id`` (not revoked or
+    rotated)."""
+    try:
+        computer = await authenticate(websocket)
+    except PalError:
+        return False
+    return bool(computer["id"] == computer_id)
+
+
 async def _assigned_keys(db: Database, computer_id: str) -> set[str]:
     agents = await db.read(computers_store.assigned_agents, computer_id)
     return {a["key"] for a in agents}
@@ -138,7 +148,8 @@ async def _serve(websocket: WebSocket, hub: Hub, db: Database, daemon_id: str | 
 
     Subscribed before the credential check, so a revoke that lands just after the check
     still closes the socket. After an overflow (the hub dropped this subscriber) it
-    subscribes again and reloads the assignments before sending ``resync``.
+    subscribes again, checks the credential again (a revoke may have been among the lost
+    events) and reloads the assignments before sending ``resync``.
     """
     with contextlib.ExitStack() as subscription:
         queue = subscription.enter_context(hub.subscribe())
@@ -173,6 +184,12 @@ async def _serve(websocket: WebSocket, hub: Hub, db: Database, daemon_id: str | 
                 if batch[-1] is None:
                     subscription.close()
                     queue = subscription.enter_context(hub.subscribe())
+                    # a revoke or rotation may be among the lost events: check the key again
+                    if not await _still_valid(websocket, computer_id):
+                        await websocket.close(
+                            CLOSE_REVOKED, "the computer key was revoked or rotated"
+                        )
+                        break
                     keys = await _assigned_keys(db, computer_id)
                 for frame in frames:
                     await websocket.send_json(frame)

@@ -21,11 +21,12 @@ Status = Literal["pending", "claimed", "acked", "failed", "muted"]
 
 
 DeliveryId = Annotated[int, Path(le=MAX_ID)]
+# The daemon process, as connect names it (the same rule as there).
 DaemonId = Annotated[
     str,
     Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
-        description="the daemon process (from connect), e.g. daemon_3f2a...",
+        pattern=r"^daemon_[A-Za-z0-9]{1,56}$",
+        description="the daemon process (from connect): 'daemon_' and 1-56 letters or digits",
         examples=["daemon_3f2a9c01"],
     ),
 ]

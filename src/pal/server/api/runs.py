@@ -27,6 +27,11 @@ RunId = Annotated[int, Path(le=MAX_ID)]
 RunStatus = Literal["running", "completed", "failed", "killed", "lost"]
 Pid = Annotated[int, Field(ge=1, le=2**31 - 1, strict=True)]
 RequestedBy = Annotated[str, Field(min_length=1, max_length=80)]
+# Filters: what an agent key or a computer id can be (so odd bytes are a 422, not a query).
+AgentFilter = Annotated[str | None, Query(max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+ComputerFilter = Annotated[
+    str | None, Query(max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+]
 
 
 class NoRunningRun(NotFound):
@@ -108,9 +113,9 @@ async def start_run(
 @router.get("/api/runs")
 async def list_runs(
     db: DB,
-    agent: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
+    agent: AgentFilter = None,
     status: RunStatus | None = None,
-    computer: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
+    computer: ComputerFilter = None,
     room: Annotated[str | None, Query(min_length=1, description="room id or name")] = None,
     before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="older than this id")] = None,
     limit: Limit = 50,
@@ -180,8 +185,9 @@ def request_action(
     conn: Connection, run_id: int, action: str, requested_by: str | None
 ) -> dict[str, Any]:
     """Record a kill or restart of a ``running`` run (:class:`Conflict` otherwise). An open
-    request of the same kind is answered instead of a second one."""
-    run = runs_store.get_run(conn, run_id)
+    request of the same kind is answered instead of a second one (the run's row is locked
+    meanwhile, so two requests at once make one action)."""
+    run = runs_store.get_run(conn, run_id, lock=True)
     if run["status"] != "running":
         raise Conflict(f"run {run_id} is {run['status']}: only a running run can be {action}ed")
     for existing in actions_store.list_for_run(conn, run_id):

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 
 from pal.errors import Invalid
 from pal.server.api.fields import MAX_ID, AgentKey, Body, Id, Runtime
+from pal.server.api.runs import AgentFilter
 from pal.server.deps import DB
 from pal.store import agents as agents_store
 from pal.store import rooms as rooms_store
@@ -39,7 +40,7 @@ class RuntimeSession(Body):
 @router.get("/api/sessions")
 async def list_sessions(
     db: DB,
-    agent: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
+    agent: AgentFilter = None,
     room: Annotated[str | None, Query(min_length=1, description="room id or name")] = None,
 ) -> dict[str, Any]:
     def read(conn: Connection) -> dict[str, Any]:
