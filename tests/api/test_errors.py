@@ -584,3 +584,12 @@ def test_errors_fuzzed_path_ids_of_daemon_endpoints_never_crash(
     url = template.format(quote(ref, safe=""))
     r = client.post(url, json=body, headers=daemon_world["headers"], follow_redirects=False)
     assert r.status_code in (403, 404, 422) or (r.status_code == 307 and "/" in ref), r.text
+
+
+def test_json_nested_past_the_parsers_limit_gets_a_400_that_says_so(client):
+    body = b'{"room": "general", "sender": "alice", "content": ' + b"[" * 100_000 + b"]" * 100_000
+    r = client.post(
+        "/api/messages", content=body + b"}", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert "nested too deeply" in r.json()["error"]

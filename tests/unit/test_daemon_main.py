@@ -172,6 +172,23 @@ async def test_without_dry_run_the_delivery_fails_for_good_and_once_exits_1() ->
     assert fake.paths("/api/runs") == []
 
 
+async def test_an_unexpected_error_after_a_claim_fails_the_delivery_instead_of_holding_it() -> None:
+    fake = FakeServer()
+    fake.pending["codex"] = [5]
+
+    async def malformed_session(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/sessions":
+            fake.calls.append((request.method, request.url.path, None))
+            return httpx.Response(201, json={"session": {}})  # no id: a KeyError later
+        return await fake(request)
+
+    daemon = make_daemon(malformed_session, dry_run=True, once=True)
+    assert await asyncio.wait_for(daemon.run(), 10) == 1
+    [fail] = [b for m, p, b in fake.calls if p == "/api/deliveries/5/fail"]
+    assert fail["retry"] is False and "unexpected error" in fail["error"]
+    assert fake.paths("/api/runs") == []
+
+
 async def test_a_delivery_listed_twice_is_processed_once() -> None:
     fake = FakeServer(agents={"codex": "codex", "other": "codex"})
     fake.pending["codex"] = [5]

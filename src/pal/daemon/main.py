@@ -581,6 +581,22 @@ class Daemon:
             extra={"action": "delivery_claimed", **extra},
         )
         try:
+            await self._run_claimed(delivery, agent, extra)
+        except (Stopped, Refused):
+            raise
+        except Exception as exc:
+            # A bug or a malformed answer: never leave the claim held (heartbeats would
+            # renew it for as long as this daemon lives). If a run had already started, the
+            # server refuses this (409) and the run's own lease covers it.
+            await self._fail(delivery_id, attempt, f"the daemon hit an unexpected error: {exc!r}")
+            raise
+
+    async def _run_claimed(
+        self, delivery: dict[str, Any], agent: dict[str, Any], extra: dict[str, Any]
+    ) -> None:
+        """Open the session and hand the claimed ``delivery`` to the executor."""
+        delivery_id, attempt, agent_key = extra["delivery_id"], extra["attempt"], extra["agent"]
+        try:
             if self._stopping.is_set():
                 raise Stopped
             session = await self._retrying(

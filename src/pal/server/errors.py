@@ -57,7 +57,11 @@ async def _validation_error(_: Request, exc: Exception) -> ORJSONResponse:
 async def _http_error(request: Request, exc: Exception) -> ORJSONResponse:
     assert isinstance(exc, HTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    if exc.status_code == 404 and detail == "Not Found":
+    if exc.status_code == 400 and detail == "There was an error parsing the body":
+        # FastAPI's answer when the body cannot be decoded at all (for JSON: nested deeper
+        # than the parser allows).
+        detail = "malformed request body: it cannot be parsed (JSON nested too deeply?)"
+    elif exc.status_code == 404 and detail == "Not Found":
         detail = "no such endpoint: see /openapi.json for the API"
     elif exc.status_code == 405:
         detail = (
