@@ -83,7 +83,7 @@ def postgres_url(worker_id: str) -> Iterator[str]:
     admin.dispose()
 
 
-def _truncate_postgres(url: str) -> None:
+def truncate_postgres(url: str) -> None:
     engine = sa.create_engine(url)
     names = ", ".join(t.name for t in metadata.sorted_tables)
     with engine.begin() as conn:
@@ -99,7 +99,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
         shutil.copy(sqlite_template, path)
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("postgres_url")
-    _truncate_postgres(url)
+    truncate_postgres(url)
     return url
 
 

@@ -9,6 +9,7 @@ import functools
 import random
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,9 +24,9 @@ from pal.store import deliveries as deliveries_store
 from pal.store import rooms as rooms_store
 from pal.store import run_actions as actions_store
 from pal.store import runs as runs_store
-from pal.store.db import Database
+from pal.store.db import Database, open_database
 from pal.store.tables import computers, runs, utcnow
-from tests.conftest import wait_until
+from tests.conftest import truncate_postgres, wait_until
 
 DELIVERIES = 300
 DAEMONS = 6
@@ -142,12 +143,25 @@ def _lock_waiters(engine: sa.Engine) -> int:
         )
 
 
+@pytest.fixture
+def pg_url(postgres_url: str) -> str:
+    """An empty PostgreSQL database: the races below need concurrent writers, which SQLite
+    (one writer at a time) never has."""
+    truncate_postgres(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture
+def pg_database(pg_url: str) -> Iterator[Database]:
+    db = open_database(pg_url)
+    yield db
+    db.close()
+
+
 @pytest.mark.parametrize("restart", [False, True], ids=["retry", "restart"])
-def test_a_run_start_racing_its_own_retry_records_one_run(db_url, database, restart):
+def test_a_run_start_racing_its_own_retry_records_one_run(pg_url, pg_database, restart):
     """A daemon's start (or restart) retried while the first try is still in flight: the
     retry waits for the first and answers its run; one run is recorded, not two."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite runs one writer at a time")
 
     def setup(conn: sa.Connection) -> dict[str, Any]:
         conn.execute(
@@ -162,7 +176,7 @@ def test_a_run_start_racing_its_own_retry_records_one_run(db_url, database, rest
         posted = post_message(conn, NewMessage(room="general", sender="alice", content="x"))
         return _claim(conn, posted["deliveries"][0]["id"], "daemon_1")
 
-    delivery = database.write_sync(setup)
+    delivery = pg_database.write_sync(setup)
     start = functools.partial(
         runs_store.start_run,
         computer_id=COMPUTER,
@@ -171,22 +185,22 @@ def test_a_run_start_racing_its_own_retry_records_one_run(db_url, database, rest
         daemon_id="daemon_1",
     )
     if restart:
-        start = functools.partial(start, restart_of=database.write_sync(start)[0]["id"])
-    engine = sa.create_engine(db_url)
+        start = functools.partial(start, restart_of=pg_database.write_sync(start)[0]["id"])
+    engine = sa.create_engine(pg_url)
     try:
         with engine.connect() as first:
             tx = first.begin()
             run, _, created = start(first)
             assert created
             answers: list[Any] = []
-            second = threading.Thread(target=lambda: answers.append(database.write_sync(start)))
+            second = threading.Thread(target=lambda: answers.append(pg_database.write_sync(start)))
             second.start()
             wait_until(lambda: _lock_waiters(engine) or not second.is_alive())
             tx.commit()
             second.join(timeout=30)
         again, _, created_again = answers[0]
         assert (again["id"], created_again) == (run["id"], False)
-        count = database.read_sync(
+        count = pg_database.read_sync(
             lambda conn: conn.execute(
                 sa.select(sa.func.count())
                 .select_from(runs)
@@ -199,13 +213,11 @@ def test_a_run_start_racing_its_own_retry_records_one_run(db_url, database, rest
 
 
 @pytest.mark.parametrize("secret", ["same", "other"])
-def test_a_legacy_registration_racing_another_of_the_same_computer(db_url, database, secret):
+def test_a_legacy_registration_racing_another_of_the_same_computer(pg_url, pg_database, secret):
     """Two legacy daemons registering the same new computer id at once: the first wins;
     the second then checks its secret against the first's (same: welcome; other: 401),
     never a 500."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite runs one writer at a time")
-    engine = sa.create_engine(db_url)
+    engine = sa.create_engine(pg_url)
     try:
         with engine.connect() as first:
             tx = first.begin()
@@ -215,7 +227,7 @@ def test_a_legacy_registration_racing_another_of_the_same_computer(db_url, datab
             def second() -> None:
                 try:
                     answers.append(
-                        database.write_sync(computers_store.register_legacy, "old-box", secret)
+                        pg_database.write_sync(computers_store.register_legacy, "old-box", secret)
                     )
                 except Unauthorized as exc:
                     answers.append(exc)
@@ -234,10 +246,8 @@ def test_a_legacy_registration_racing_another_of_the_same_computer(db_url, datab
         engine.dispose()
 
 
-def test_two_kill_requests_at_once_make_one_action(db_url, database):
+def test_two_kill_requests_at_once_make_one_action(pg_url, pg_database):
     """The workbench's kill button pressed twice at once: one action, answered to both."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite runs one writer at a time")
 
     def setup(conn: sa.Connection) -> int:
         conn.execute(
@@ -260,8 +270,8 @@ def test_two_kill_requests_at_once_make_one_action(db_url, database):
         )
         return int(run["id"])
 
-    run_id = database.write_sync(setup)
-    engine = sa.create_engine(db_url)
+    run_id = pg_database.write_sync(setup)
+    engine = sa.create_engine(pg_url)
     try:
         with engine.connect() as first:
             tx = first.begin()
@@ -269,7 +279,7 @@ def test_two_kill_requests_at_once_make_one_action(db_url, database):
             answers: list[Any] = []
             second = threading.Thread(
                 target=lambda: answers.append(
-                    database.write_sync(request_action, run_id, "kill", "bob")
+                    pg_database.write_sync(request_action, run_id, "kill", "bob")
                 )
             )
             second.start()
@@ -277,6 +287,6 @@ def test_two_kill_requests_at_once_make_one_action(db_url, database):
             tx.commit()
             second.join(timeout=30)
         assert answers[0]["id"] == action["id"]
-        assert len(database.read_sync(actions_store.list_for_run, run_id)) == 1
+        assert len(pg_database.read_sync(actions_store.list_for_run, run_id)) == 1
     finally:
         engine.dispose()
