@@ -13,8 +13,9 @@ from typing import Any, cast
 
 import pytest
 
+from pal.cli import computer_file
 from pal.cli.children import Child, Events
-from pal.cli.computer_file import SavedComputer, load_computer, save_computer
+from pal.cli.computer_file import SavedComputer, ensure_computer, load_computer, save_computer
 from pal.cli.console.runs import duration
 from pal.cli.up import _daemon_ready, local_url, stopped_status
 from pal.client import Run
@@ -61,6 +62,38 @@ def test_a_missing_or_broken_computer_file_means_none_saved(
     if content is not None:
         path.write_text(content)
     assert load_computer(path) is None
+
+
+def test_a_computer_path_that_is_a_folder_is_refused_before_provisioning(tmp_path: Path) -> None:
+    (tmp_path / "computer.json").mkdir()
+    # No server at this URL: provisioning would fail differently (unreachable) if reached.
+    with pytest.raises(IsADirectoryError, match="is not a file"):
+        ensure_computer(tmp_path, "http://127.0.0.1:9")
+
+
+def test_a_malformed_computer_file_is_replaced_and_the_note_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class FakeClient:
+        def __init__(self, url: str, token: str | None = None) -> None:
+            assert token is None  # nothing usable was saved, so nothing is tried
+
+        def __enter__(self) -> FakeClient:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def provision_computer(self, name: str, server_url: str) -> dict[str, Any]:
+            return {"computer": {"id": "machine_new"}, "api_key": "sk_machine_new"}
+
+    monkeypatch.setattr(computer_file, "ServerClient", FakeClient)
+    path = tmp_path / "computer.json"
+    path.write_text("{not json")
+    computer, note = ensure_computer(tmp_path, "http://server.test")
+    assert computer["id"] == "machine_new"
+    assert "was unreadable or malformed" in note and "computers revoke" in note
+    assert load_computer(path) == computer
 
 
 def _run(**fields: Any) -> Run:

@@ -30,7 +30,12 @@ def ensure_computer(home: Path, server_url: str) -> tuple[SavedComputer, str]:
     from. Raises :class:`pal.client.ClientError` when the server refuses or is gone."""
     ensure_home(home)
     path = home / FILE_NAME
+    if path.exists() and not path.is_file():
+        # Checked before provisioning, so a path that can never be saved to does not leave
+        # a new computer on the server at every start.
+        raise IsADirectoryError(f"{path} is not a file: remove it so pal up can save there")
     saved = load_computer(path)
+    unusable = saved is None and path.exists()
     refused = None
     if saved is not None:
         try:
@@ -56,6 +61,11 @@ def ensure_computer(home: Path, server_url: str) -> tuple[SavedComputer, str]:
     note = f"new, named {name!r}; key saved in {path}"
     if refused is not None:
         note += f"; the key saved before was refused: {refused}"
+    elif unusable:
+        note += (
+            f"; {path} was unreadable or malformed, so its computer (if any) was not reused:"
+            " revoke it with `pal console computers revoke`"
+        )
     return computer, note
 
 
