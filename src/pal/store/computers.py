@@ -195,18 +195,20 @@ def mark_seen(
     for column, value in (("platform", platform), ("version", version), ("runtimes", runtimes)):
         if value is not None:
             values[column] = value
-    updated = conn.execute(
+    # One statement on the heartbeat's path: the update answers the row it wrote.
+    row = conn.execute(
         computers.update()
         .where(computers.c.id == computer_id, computers.c.revoked_at.is_(None))
         .values(**values)
+        .returning(*computers.c)
+    ).first()
+    if row is not None:
+        return public(as_dict(row))
+    get_computer(conn, computer_id)  # NotFound for an unknown id
+    raise Unauthorized(
+        f"computer {computer_id!r} was revoked: provision a new one with "
+        "POST /api/computers/provision, or rotate its key"
     )
-    computer = get_computer(conn, computer_id)
-    if not updated.rowcount:
-        raise Unauthorized(
-            f"computer {computer_id!r} was revoked: provision a new one with "
-            "POST /api/computers/provision, or rotate its key"
-        )
-    return computer
 
 
 _AGENT_FIELDS = (
