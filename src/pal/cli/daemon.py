@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from pathlib import Path
 
 import typer
 
+from pal.cli import logs
 from pal.config import DEFAULT_LOCAL_PORT, ConfigError, load_settings, resolve_server_url
 
 MIN_INTERVAL_MS = 100
@@ -121,13 +121,7 @@ def run(
     except (ConfigError, UsageError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logs.configure(settings.log_level, quiet=QUIET_LOGGERS)
     if key and (agent or settings.agent):
         logging.getLogger("pal.daemon").warning(
             "--agent/PAL_AGENT is ignored with an API key: assign agents to this computer "

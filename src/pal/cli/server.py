@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import gc
-import logging
-import sys
 
 import typer
 
+from pal.cli import logs
 from pal.cli.database import describe, reported_errors
 from pal.config import ConfigError, load_settings
 
@@ -32,11 +31,7 @@ def serve(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.log_level)
     with reported_errors(settings.db_url):
         database = open_store(settings)
     app = create_app(settings, database=database)
