@@ -50,13 +50,47 @@ class ServerProcess:
         )
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        stop_process(self.proc)
+
+    def restart(self) -> None:
+        """Start the server again on the same port, home and database (after :meth:`stop`)."""
+        assert self.proc.poll() is not None, "stop the server first"
+        self.proc = _spawn_server(self.env, self.log)
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait until GET /health answers 200 (fail at once if the server exits)."""
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"server exited with {self.proc.returncode}:\n{self.log.read_text()}"
+                )
             try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, timeout=30, interval=0.05)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15) -> int:
+    """SIGTERM, wait, SIGKILL if it hangs; returns the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def _spawn_server(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pal", "server"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def start_server(home: Path, extra_env: dict[str, str] | None = None) -> ServerProcess:
@@ -70,21 +104,8 @@ def start_server(home: Path, extra_env: dict[str, str] | None = None) -> ServerP
         **(extra_env or {}),
     }
     log = home.parent / f"server-{port}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pal", "server"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    server = ServerProcess(url=url, home=home, env=env, proc=proc, log=log)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_until(ready, timeout=30, interval=0.05)
+    server = ServerProcess(url=url, home=home, env=env, proc=_spawn_server(env, log), log=log)
+    server.wait_ready()
     return server
 
 

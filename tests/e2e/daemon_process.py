@@ -8,7 +8,6 @@ server's home unless ``home`` is given) and waits until it has connected. The
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import wait_until
-from tests.e2e.conftest import ServerProcess, free_port
+from tests.e2e.conftest import ServerProcess, free_port, stop_process
 
 
 @dataclass
@@ -85,14 +84,7 @@ class DaemonProcess:
 
     def terminate(self, timeout: float = 15) -> int:
         """SIGTERM, then wait (SIGKILL after ``timeout``); returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL: the daemon gets no chance to release anything."""
@@ -155,25 +147,3 @@ def start_daemon(
     if wait:
         daemon.wait_connected()
     return daemon
-
-
-def restart_server(server: ServerProcess) -> None:
-    """Start ``server`` again on the same port, home and database (after :meth:`stop`)."""
-    assert server.proc.poll() is not None, "stop the server first"
-    with open(server.log, "ab") as out:
-        server.proc = subprocess.Popen(
-            [sys.executable, "-m", "pal", "server"],
-            env=server.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-    def ready() -> bool:
-        if server.proc.poll() is not None:
-            raise AssertionError(f"server exited with {server.proc.returncode}")
-        try:
-            return httpx.get(f"{server.url}/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_until(ready, timeout=30, interval=0.05)

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.e2e.conftest import ServerProcess
-from tests.e2e.daemon_process import DaemonProcess, provision, restart_server
+from tests.e2e.daemon_process import DaemonProcess, provision
 
 pytestmark = pytest.mark.e2e
 
@@ -206,7 +206,7 @@ def test_daemon_waits_for_the_server_and_drains_after_it_comes_back(
     wait_until(lambda: "server unreachable (1 attempt)" in daemon.output())
     health = wait_until(daemon.health)
     assert health["daemon"]["computer_id"] is None and isinstance(health["server"], str)
-    restart_server(server)
+    server.restart()
     daemon.wait_connected()
     wait_until(lambda: all_acked(server, 1))
 
@@ -214,7 +214,7 @@ def test_daemon_waits_for_the_server_and_drains_after_it_comes_back(
     server.stop()
     wait_until(lambda: daemon.output().count("server unreachable (1 attempt)") == 2)
     assert daemon.proc.poll() is None
-    restart_server(server)
+    server.restart()
     second = send(server, "after the outage")
     wait_until(lambda: all_acked(server, 2))
     exactly_one_run_each(server, [first, second])
