@@ -111,6 +111,21 @@ def database(db_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
+def pg_url(postgres_url: str) -> str:
+    """An empty PostgreSQL database alone, for tests of what only PostgreSQL can do
+    (concurrent writers: SQLite runs one at a time)."""
+    truncate_postgres(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture
+def pg_database(pg_url: str) -> Iterator[Database]:
+    db = open_database(pg_url)
+    yield db
+    db.close()
+
+
+@pytest.fixture
 def client(database: Database, tmp_path: Path) -> Iterator[TestClient]:
     """The app in-process (lifespan run) over ``database``; raises on server errors."""
     settings = load_settings({"PAL_HOME": str(tmp_path / "home")}, db_url=database.url)

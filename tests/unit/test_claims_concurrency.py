@@ -9,7 +9,6 @@ import functools
 import random
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,13 +23,32 @@ from pal.store import deliveries as deliveries_store
 from pal.store import rooms as rooms_store
 from pal.store import run_actions as actions_store
 from pal.store import runs as runs_store
-from pal.store.db import Database, open_database
+from pal.store.db import Database
 from pal.store.tables import computers, runs, utcnow
-from tests.conftest import truncate_postgres, wait_until
+from tests.conftest import wait_until
 
 DELIVERIES = 300
 DAEMONS = 6
 COMPUTER = "machine_race0000000001"
+
+
+def _post_for_codex(conn: sa.Connection, count: int) -> list[int]:
+    """``COMPUTER`` with agent ``codex`` assigned (mode ``all`` in ``general``), and
+    ``count`` messages posted there: their delivery ids."""
+    conn.execute(
+        computers.insert().values(
+            id=COMPUTER, name="race", status="online", runtimes=[], created_at=utcnow()
+        )
+    )
+    room = rooms_store.ensure_room(conn, "general")
+    agents_store.upsert_agent(conn, "codex")
+    agents_store.assign_agent(conn, "codex", COMPUTER)
+    rooms_store.set_membership(conn, room["id"], "codex", "agent", "all")
+    ids = []
+    for i in range(count):
+        posted = post_message(conn, NewMessage(room="general", sender="alice", content=f"{i}"))
+        ids += [d["id"] for d in posted["deliveries"]]
+    return ids
 
 
 @pytest.fixture
@@ -38,20 +56,7 @@ def pending_ids(database: Database) -> list[int]:
     """``DELIVERIES`` pending deliveries of agent ``codex``, assigned to ``COMPUTER``."""
 
     def setup(conn: sa.Connection) -> list[int]:
-        conn.execute(
-            computers.insert().values(
-                id=COMPUTER, name="race", status="online", runtimes=[], created_at=utcnow()
-            )
-        )
-        room = rooms_store.ensure_room(conn, "general")
-        agents_store.upsert_agent(conn, "codex")
-        agents_store.assign_agent(conn, "codex", COMPUTER)
-        rooms_store.set_membership(conn, room["id"], "codex", "agent", "all")
-        ids = []
-        for i in range(DELIVERIES):
-            posted = post_message(conn, NewMessage(room="general", sender="alice", content=f"{i}"))
-            ids += [d["id"] for d in posted["deliveries"]]
-        return ids
+        return _post_for_codex(conn, DELIVERIES)
 
     ids: list[int] = database.write_sync(setup)
     assert len(ids) == DELIVERIES
@@ -143,38 +148,14 @@ def _lock_waiters(engine: sa.Engine) -> int:
         )
 
 
-@pytest.fixture
-def pg_url(postgres_url: str) -> str:
-    """An empty PostgreSQL database: the races below need concurrent writers, which SQLite
-    (one writer at a time) never has."""
-    truncate_postgres(postgres_url)
-    return postgres_url
-
-
-@pytest.fixture
-def pg_database(pg_url: str) -> Iterator[Database]:
-    db = open_database(pg_url)
-    yield db
-    db.close()
-
-
 @pytest.mark.parametrize("restart", [False, True], ids=["retry", "restart"])
 def test_a_run_start_racing_its_own_retry_records_one_run(pg_url, pg_database, restart):
     """A daemon's start (or restart) retried while the first try is still in flight: the
     retry waits for the first and answers its run; one run is recorded, not two."""
 
     def setup(conn: sa.Connection) -> dict[str, Any]:
-        conn.execute(
-            computers.insert().values(
-                id=COMPUTER, name="race", status="online", runtimes=[], created_at=utcnow()
-            )
-        )
-        room = rooms_store.ensure_room(conn, "general")
-        agents_store.upsert_agent(conn, "codex")
-        agents_store.assign_agent(conn, "codex", COMPUTER)
-        rooms_store.set_membership(conn, room["id"], "codex", "agent", "all")
-        posted = post_message(conn, NewMessage(room="general", sender="alice", content="x"))
-        return _claim(conn, posted["deliveries"][0]["id"], "daemon_1")
+        [delivery_id] = _post_for_codex(conn, 1)
+        return _claim(conn, delivery_id, "daemon_1")
 
     delivery = pg_database.write_sync(setup)
     start = functools.partial(
@@ -250,17 +231,8 @@ def test_two_kill_requests_at_once_make_one_action(pg_url, pg_database):
     """The workbench's kill button pressed twice at once: one action, answered to both."""
 
     def setup(conn: sa.Connection) -> int:
-        conn.execute(
-            computers.insert().values(
-                id=COMPUTER, name="race", status="online", runtimes=[], created_at=utcnow()
-            )
-        )
-        room = rooms_store.ensure_room(conn, "general")
-        agents_store.upsert_agent(conn, "codex")
-        agents_store.assign_agent(conn, "codex", COMPUTER)
-        rooms_store.set_membership(conn, room["id"], "codex", "agent", "all")
-        posted = post_message(conn, NewMessage(room="general", sender="alice", content="x"))
-        delivery = _claim(conn, posted["deliveries"][0]["id"], "daemon_1")
+        [delivery_id] = _post_for_codex(conn, 1)
+        delivery = _claim(conn, delivery_id, "daemon_1")
         run, _, _ = runs_store.start_run(
             conn,
             computer_id=COMPUTER,
