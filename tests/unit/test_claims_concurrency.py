@@ -15,7 +15,6 @@ import pytest
 import sqlalchemy as sa
 
 from pal.errors import Conflict, Unauthorized
-from pal.server.api.runs import request_action
 from pal.server.routing import NewMessage, post_message
 from pal.store import agents as agents_store
 from pal.store import computers as computers_store
@@ -247,11 +246,11 @@ def test_two_kill_requests_at_once_make_one_action(pg_url, pg_database):
     try:
         with engine.connect() as first:
             tx = first.begin()
-            action = request_action(first, run_id, "kill", "alice")
+            action = actions_store.request_action(first, run_id, "kill", "alice")
             answers: list[Any] = []
             second = threading.Thread(
                 target=lambda: answers.append(
-                    pg_database.write_sync(request_action, run_id, "kill", "bob")
+                    pg_database.write_sync(actions_store.request_action, run_id, "kill", "bob")
                 )
             )
             second.start()

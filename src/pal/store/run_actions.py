@@ -12,8 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from pal.errors import NotFound
-from pal.store.rows import as_dict, as_dicts
+from pal.errors import Conflict
+from pal.store import runs as runs_store
+from pal.store.rows import as_dicts
 from pal.store.tables import run_actions, utcnow
 
 ACTIONS = ("kill", "restart")
@@ -21,7 +22,28 @@ STATUSES = ("pending", "sent", "done", "failed")
 OPEN = ("pending", "sent")
 
 
-def create_action(
+def request_action(
+    conn: Connection, run_id: int, action: str, requested_by: str | None
+) -> dict[str, Any]:
+    """Record a kill or restart of a ``running`` run (:class:`Conflict` otherwise). An open
+    request of the same kind is answered instead of a second one (the run's row is locked
+    meanwhile, so two requests at once make one action)."""
+    run = runs_store.get_run(conn, run_id, lock=True)
+    if run["status"] != "running":
+        raise Conflict(f"run {run_id} is {run['status']}: only a running run can be {action}ed")
+    for existing in list_for_run(conn, run_id):
+        if existing["action"] == action and existing["status"] in OPEN:
+            return existing
+    return _create(
+        conn,
+        run_id=run_id,
+        computer_id=run["computer_id"],
+        action=action,
+        requested_by=requested_by,
+    )
+
+
+def _create(
     conn: Connection,
     *,
     run_id: int,
@@ -45,13 +67,6 @@ def create_action(
         run_actions.insert().values(**row).returning(run_actions.c.id)
     ).scalar_one()
     return {"id": action_id, **row}
-
-
-def get_action(conn: Connection, action_id: int) -> dict[str, Any]:
-    row = conn.execute(sa.select(run_actions).where(run_actions.c.id == action_id)).first()
-    if row is None:
-        raise NotFound("run action", action_id)
-    return as_dict(row)
 
 
 def list_for_run(conn: Connection, run_id: int) -> list[dict[str, Any]]:

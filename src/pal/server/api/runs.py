@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import Field
 from sqlalchemy.engine import Connection
 
-from pal.errors import Conflict, NotFound
+from pal.errors import NotFound
 from pal.server.api.deliveries import Attempt, DaemonId, ErrorText
 from pal.server.api.fields import MAX_ID, Body, Id, JSONObject, Limit, Runtime
 from pal.server.auth import CurrentComputer
@@ -181,27 +181,6 @@ async def finish_run(
     return {"run": run}
 
 
-def request_action(
-    conn: Connection, run_id: int, action: str, requested_by: str | None
-) -> dict[str, Any]:
-    """Record a kill or restart of a ``running`` run (:class:`Conflict` otherwise). An open
-    request of the same kind is answered instead of a second one (the run's row is locked
-    meanwhile, so two requests at once make one action)."""
-    run = runs_store.get_run(conn, run_id, lock=True)
-    if run["status"] != "running":
-        raise Conflict(f"run {run_id} is {run['status']}: only a running run can be {action}ed")
-    for existing in actions_store.list_for_run(conn, run_id):
-        if existing["action"] == action and existing["status"] in actions_store.OPEN:
-            return existing
-    return actions_store.create_action(
-        conn,
-        run_id=run_id,
-        computer_id=run["computer_id"],
-        action=action,
-        requested_by=requested_by,
-    )
-
-
 def publish_action(hub: Hub, action: dict[str, Any]) -> None:
     hub.publish(
         "run_action",
@@ -211,9 +190,11 @@ def publish_action(hub: Hub, action: dict[str, Any]) -> None:
     )
 
 
-async def _act(run_id: int, action: str, body: ActionRequest | None, db: DB, hub: Hub) -> Any:
+async def _act(
+    run_id: int, action: str, body: ActionRequest | None, db: DB, hub: Hub
+) -> dict[str, Any]:
     requested_by = body.requested_by if body else None
-    created = await db.write(request_action, run_id, action, requested_by)
+    created = await db.write(actions_store.request_action, run_id, action, requested_by)
     publish_action(hub, created)
     return {"action": created}
 
@@ -223,8 +204,7 @@ async def kill_run(
     run_id: RunId, db: DB, hub: HubDep, body: ActionRequest | None = None
 ) -> dict[str, Any]:
     """Ask the run's daemon to kill it."""
-    result: dict[str, Any] = await _act(run_id, "kill", body, db, hub)
-    return result
+    return await _act(run_id, "kill", body, db, hub)
 
 
 @router.post("/api/runs/{run_id}/restart", status_code=202)
@@ -232,8 +212,7 @@ async def restart_run(
     run_id: RunId, db: DB, hub: HubDep, body: ActionRequest | None = None
 ) -> dict[str, Any]:
     """Ask the run's daemon to restart it (a new run with ``restart_of``)."""
-    result: dict[str, Any] = await _act(run_id, "restart", body, db, hub)
-    return result
+    return await _act(run_id, "restart", body, db, hub)
 
 
 @router.post("/api/rooms/{room}/agents/{key}/restart", status_code=202)
@@ -248,7 +227,8 @@ async def restart_agent_in_room(
         run = runs_store.newest_running(conn, agent_key=key, room_id=found["id"])
         if run is None:
             raise NoRunningRun(key, found["name"])
-        return {"action": request_action(conn, run["id"], "restart", requested_by), "run": run}
+        action = actions_store.request_action(conn, run["id"], "restart", requested_by)
+        return {"action": action, "run": run}
 
     result = await db.write(write)
     publish_action(hub, result["action"])
