@@ -400,6 +400,16 @@ def bench(args: argparse.Namespace, figures: list[Figure], stack: ExitStack) -> 
         Figure(section, "server CPU while they idle", round(many["cpu_cores"], 3), "cores")
     )
     figures.append(Figure(section, "heartbeats handled", round(many["heartbeats_per_s"], 1), "/s"))
+    beats = many["heartbeats_per_s"]
+    figures.append(
+        Figure(
+            section,
+            "server CPU per heartbeat",
+            round(1000 * many["cpu_cores"] / beats, 2) if beats else None,
+            "ms",
+            note="idle CPU / heartbeats: includes socket pings and the liveness sweep",
+        )
+    )
     figures.append(
         Figure(
             section,
