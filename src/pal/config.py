@@ -20,6 +20,10 @@ DEFAULT_LOCAL_PORT = 4137
 # Seconds without a heartbeat after which a computer is offline (its claims go back to
 # pending and its running runs become lost).
 DEFAULT_HEARTBEAT_GRACE = 60.0
+# Seconds a killed run gets between the graceful signal and SIGKILL of its process tree.
+DEFAULT_KILL_GRACE = 10.0
+# Bytes of output (stdout and stderr together) the server keeps per run: the newest.
+DEFAULT_RUN_OUTPUT_LIMIT = 8 * 1024 * 1024
 
 ENV_VARS: dict[str, str] = {
     "PAL_HOME": "~/.pal",
@@ -38,6 +42,8 @@ ENV_VARS: dict[str, str] = {
     "PAL_LARK_ACTION_REACTION_EMOJI": DEFAULT_REACTION_EMOJI,
     "PAL_LOG_LEVEL": "info",
     "PAL_HEARTBEAT_GRACE": str(int(DEFAULT_HEARTBEAT_GRACE)),
+    "PAL_KILL_GRACE": str(int(DEFAULT_KILL_GRACE)),
+    "PAL_RUN_OUTPUT_LIMIT": str(DEFAULT_RUN_OUTPUT_LIMIT),
 }
 
 
@@ -64,6 +70,8 @@ class Settings:
     computer_secret: str | None = None
     daemon_token: str | None = None
     heartbeat_grace: float = DEFAULT_HEARTBEAT_GRACE
+    kill_grace: float = DEFAULT_KILL_GRACE
+    run_output_limit: int = DEFAULT_RUN_OUTPUT_LIMIT
 
     @property
     def is_sqlite(self) -> bool:
@@ -139,6 +147,34 @@ def _grace(raw: str | None) -> float:
     return grace
 
 
+def _kill_grace(raw: str | None) -> float:
+    if raw is None or raw == "":
+        return DEFAULT_KILL_GRACE
+    try:
+        grace = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"PAL_KILL_GRACE={raw!r} is not a number: use seconds, such as 10"
+        ) from None
+    if not 0 <= grace <= 3600:
+        raise ConfigError(f"PAL_KILL_GRACE={raw} is out of range: use 0-3600 seconds")
+    return grace
+
+
+def _output_limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_RUN_OUTPUT_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"PAL_RUN_OUTPUT_LIMIT={raw!r} is not a whole number: use bytes, such as 8388608"
+        ) from None
+    if not 65_536 <= limit <= 1_073_741_824:
+        raise ConfigError(f"PAL_RUN_OUTPUT_LIMIT={raw} is out of range: use 65536-1073741824 bytes")
+    return limit
+
+
 def resolve_server_url(flag: str | None, env: Mapping[str, str] | None = None) -> str:
     """The server URL for clients: ``--server``, then LOCK_SERVER_URL, then PAL_SERVER."""
     env = os.environ if env is None else env
@@ -168,6 +204,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "computer_secret": env.get("PAL_COMPUTER_SECRET") or None,
         "daemon_token": env.get("LOCK_DAEMON_TOKEN") or None,
         "heartbeat_grace": _grace(env.get("PAL_HEARTBEAT_GRACE")),
+        "kill_grace": _kill_grace(env.get("PAL_KILL_GRACE")),
+        "run_output_limit": _output_limit(env.get("PAL_RUN_OUTPUT_LIMIT")),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
