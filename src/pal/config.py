@@ -38,6 +38,8 @@ ENV_VARS: dict[str, str] = {
     "PAL_COMPUTER_SECRET": "-",
     "LOCK_DAEMON_URL": DEFAULT_DAEMON_URL,
     "LOCK_DAEMON_TOKEN": "token file fallback",
+    "PAL_RUN_AUTH": "-",
+    "PAL_RUN_ID": "-",
     "PAL_LARK_CONFIG": "$PAL_HOME/lark.json",
     "PAL_LARK_ACTION_REACTION_EMOJI": DEFAULT_REACTION_EMOJI,
     "PAL_LOG_LEVEL": "info",
@@ -69,6 +71,7 @@ class Settings:
     computer_id: str | None = None
     computer_secret: str | None = None
     daemon_token: str | None = None
+    run_auth: str | None = None
     heartbeat_grace: float = DEFAULT_HEARTBEAT_GRACE
     kill_grace: float = DEFAULT_KILL_GRACE
     run_output_limit: int = DEFAULT_RUN_OUTPUT_LIMIT
@@ -203,6 +206,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "computer_id": env.get("PAL_COMPUTER_ID") or None,
         "computer_secret": env.get("PAL_COMPUTER_SECRET") or None,
         "daemon_token": env.get("LOCK_DAEMON_TOKEN") or None,
+        "run_auth": env.get("PAL_RUN_AUTH") or None,
         "heartbeat_grace": _grace(env.get("PAL_HEARTBEAT_GRACE")),
         "kill_grace": _kill_grace(env.get("PAL_KILL_GRACE")),
         "run_output_limit": _output_limit(env.get("PAL_RUN_OUTPUT_LIMIT")),

@@ -126,6 +126,19 @@ def test_messages_post_sender_kind_agent_for_agent_keys(client):
     )
 
 
+def test_system_notice_wakes_no_agent_even_when_it_mentions_one(client):
+    make_agent(client, "codex")
+    make_agent(client, "reviewer")
+    invite(client, "general", "reviewer", "all")
+    posted = post(client, "codex could not resume, @codex", sender="codex", sender_kind="system")
+    assert posted["deliveries"] == []
+    # a human message right after still routes normally
+    assert {d["agent_key"] for d in post(client, "hi @codex")["deliveries"]} == {
+        "reviewer",
+        "codex",
+    }
+
+
 def test_messages_post_mentions_merge_field_and_text_without_duplicates(client):
     message = post(client, "@codex and @claude, also @codex", mentions=["@codex", "bob"])["message"]
     assert message["mentions"] == ["codex", "bob", "claude"]

@@ -1,17 +1,26 @@
 """The daemon's local API on 127.0.0.1:``--local-port``, for ``pal cli``.
 
 Every request needs ``Authorization: Bearer <token>`` (LOCK_DAEMON_TOKEN or the token file;
-see :mod:`pal.daemon.token`), else 401. ``GET /health`` reports the daemon's own state and
-the server's health; any ``/api/*`` request is forwarded to the server with the computer's
+see :mod:`pal.daemon.token`), or a run's own credential (``PAL_RUN_AUTH``, see
+:class:`RunCredentials`), else 401. ``GET /health`` reports the daemon's own state and the
+server's health; any ``/api/*`` request is forwarded to the server with the computer's
 credential and the answer relayed as it is (503 when the server cannot be reached).
+
+A request with a run's credential acts for that run: ``POST /api/messages`` defaults the
+room, topic and thread to the delivery's and the sender to the run's agent, and refuses
+another sender (403); the daemon protocol (claims, run reports, computers) is refused (403).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
+import json
+import re
+import secrets
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -42,29 +51,120 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-class BearerAuth:
-    """Refuses (401) every request that does not carry the local API token."""
+@dataclass(frozen=True)
+class RunScope:
+    """What a run's credential may do: post as ``agent_key``, by default in the delivery's
+    room, topic and thread."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    run_id: int
+    agent_key: str
+    room_id: str
+    topic_id: int | None
+    parent_id: int | None
+
+
+class RunCredentials:
+    """The credentials of the runs in progress: one random token per run, valid from its
+    start until it ends (a process the run left behind cannot use it afterwards)."""
+
+    def __init__(self) -> None:
+        self._scopes: dict[str, RunScope] = {}
+
+    def issue(self, scope: RunScope) -> str:
+        token = "run_" + secrets.token_urlsafe(32)
+        self._scopes[token] = scope
+        return token
+
+    def revoke(self, token: str) -> None:
+        self._scopes.pop(token, None)
+
+    def find(self, presented: str) -> RunScope | None:
+        for token, scope in list(self._scopes.items()):
+            if hmac.compare_digest(presented.encode(), token.encode()):
+                return scope
+        return None
+
+
+# The daemon protocol: what only the daemon itself does with the computer's credential.
+DAEMON_ONLY = re.compile(
+    r"^/api/(computers|daemons|daemon/)"
+    r"|^/api/deliveries/[^/]+/(claim|ack|fail)$"
+    r"|^/api/runs/[^/]+/(pid|finish|output|actions(/.*)?)$"
+    r"|^/api/sessions/[^/]+/runtime-session$"
+)
+
+
+def _daemon_only(method: str, path: str) -> bool:
+    path = path.rstrip("/")
+    if method == "POST" and path in ("/api/runs", "/api/sessions"):
+        return True
+    return DAEMON_ONLY.search(path) is not None
+
+
+class BearerAuth:
+    """Refuses (401) every request that carries neither the local API token nor a run's
+    credential; a run's requests carry its :class:`RunScope` in ``scope["state"]``."""
+
+    def __init__(self, app: ASGIApp, token: str, runs: RunCredentials | None = None) -> None:
         self.app = app
         self._expected = f"Bearer {token}".encode()
+        self._runs = runs
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self._expected):
-                message = (
-                    "this is the pal daemon's local API: send 'Authorization: Bearer <token>' "
-                    "with LOCK_DAEMON_TOKEN or the token in $PAL_HOME/daemon.token"
-                )
-                await _error(401, message)(scope, receive, send)
-                return
+                run = self._run_scope(given)
+                if run is None:
+                    message = (
+                        "this is the pal daemon's local API: send 'Authorization: Bearer "
+                        "<token>' with LOCK_DAEMON_TOKEN or the token in "
+                        "$PAL_HOME/daemon.token (inside a run, PAL_RUN_AUTH; a run's "
+                        "credential ends with the run)"
+                    )
+                    await _error(401, message)(scope, receive, send)
+                    return
+                scope.setdefault("state", {})["pal_run"] = run
         await self.app(scope, receive, send)
 
+    def _run_scope(self, given: bytes) -> RunScope | None:
+        if self._runs is None or not given.startswith(b"Bearer run_"):
+            return None
+        return self._runs.find(given[len(b"Bearer ") :].decode("latin-1"))
 
-def create_local_app(api: ServerApi, token: str, describe: Describe) -> ASGIApp:
+
+def _as_run(run: RunScope, body: bytes) -> bytes | JSONResponse:
+    """A run's ``POST /api/messages`` body with the run's defaults, or a 4xx answer."""
+    try:
+        message = json.loads(body or b"{}")
+    except ValueError:
+        return _error(400, "the request body is not JSON")
+    if not isinstance(message, dict):
+        return _error(422, "the request body must be a JSON object")
+    sender = message.get("sender", message.get("from"))
+    if sender is not None and sender != run.agent_key:
+        return _error(
+            403,
+            f"run {run.run_id} is a run of agent {run.agent_key!r}: it can only post as "
+            f"{run.agent_key!r}, not {sender!r}",
+        )
+    message.pop("from", None)
+    message["sender"] = run.agent_key
+    message["sender_kind"] = "agent"
+    if message.get("room") is None and message.get("chat") is None:
+        message["room"] = run.room_id
+        if message.get("topic") is None and run.topic_id is not None:
+            message["topic"] = run.topic_id
+        if message.get("parent") is None and run.parent_id is not None:
+            message["parent"] = run.parent_id
+    return json.dumps(message).encode()
+
+
+def create_local_app(
+    api: ServerApi, token: str, describe: Describe, runs: RunCredentials | None = None
+) -> ASGIApp:
     """The local API over ``api`` (the computer's server client); ``describe`` gives the
-    daemon's state for ``/health``."""
+    daemon's state for ``/health``; ``runs`` are the credentials of the runs in progress."""
 
     async def health(request: Request) -> Response:
         server: Any
@@ -91,6 +191,20 @@ def create_local_app(api: ServerApi, token: str, describe: Describe) -> ASGIApp:
             target += b"?" + scope["query_string"]
         headers = {k: v for k in FORWARDED_HEADERS if (v := request.headers.get(k))}
         body = await request.body()
+        run: RunScope | None = scope.get("state", {}).get("pal_run")
+        if run is not None:
+            if _daemon_only(request.method, scope["path"]):
+                return _error(
+                    403,
+                    f"{request.method} {scope['path']} is the daemon's own protocol: "
+                    "a run's credential cannot use it",
+                )
+            if request.method == "POST" and scope["path"].rstrip("/") == "/api/messages":
+                rewritten = _as_run(run, body)
+                if isinstance(rewritten, Response):
+                    return rewritten
+                body = rewritten
+                headers["content-type"] = "application/json"
         try:
             answer = await api.send(
                 request.method, target.decode("latin-1"), content=body or None, headers=headers
@@ -117,7 +231,7 @@ def create_local_app(api: ServerApi, token: str, describe: Describe) -> ASGIApp:
         ],
         exception_handlers={404: not_found, 405: not_allowed},
     )
-    return BearerAuth(app, token)
+    return BearerAuth(app, token, runs)
 
 
 def bind(port: int) -> socket.socket:

@@ -174,7 +174,7 @@ def post_message(conn: Connection, new: NewMessage) -> dict[str, Any]:
         rooms_store.set_agent_hops(conn, room["id"], 0)
 
     routes: list[Route] = []
-    if suppressed is None:
+    if suppressed is None and sender_kind != "system":  # a notice wakes no one
         routes = decide(
             sender=new.sender,
             mentioned=set(mentions),

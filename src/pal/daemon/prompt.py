@@ -1,0 +1,73 @@
+"""What an agent is told for one delivery: the message, who sent it and where, the recent
+conversation, the run id, and how to answer with ``pal cli send``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+CONTEXT_MESSAGES = 10
+"""How many earlier messages of the room (same topic) the prompt quotes."""
+CONTEXT_CHARS = 2000
+"""Each quoted earlier message is cut to this many characters."""
+
+
+def thread_root(message: dict[str, Any]) -> int:
+    """The message an answer replies to: the thread the message is in, else the message."""
+    return int(message.get("parent_id") or message["id"])
+
+
+def _where(message: dict[str, Any]) -> str:
+    where = f'the pal chat room "{message["room"]}"'
+    if message.get("topic_id"):
+        where += f" (topic {message['topic_id']})"
+    return where
+
+
+def _quote(message: dict[str, Any]) -> str:
+    text = str(message["content"])
+    if len(text) > CONTEXT_CHARS:
+        text = text[:CONTEXT_CHARS] + " […]"
+    text = text.replace("\n", "\n    ")
+    return f"[{message['id']}] {message['sender']}: {text}"
+
+
+def build_prompt(
+    *,
+    agent: dict[str, Any],
+    message: dict[str, Any],
+    context: Sequence[dict[str, Any]],
+    run_id: int,
+    reason: str | None = None,
+) -> str:
+    """The prompt for the run ``run_id`` of ``agent`` answering ``message``; ``context`` is
+    the room's messages before it, oldest first."""
+    key = agent["key"]
+    name = agent.get("display_name") or key
+    lines = [
+        f'You are {name} (agent key "{key}"), working in {_where(message)}.',
+        "",
+    ]
+    head = f"{message['sender']} wrote (message {message['id']}"
+    if message.get("parent_id"):
+        head += f", in the thread of message {message['parent_id']}"
+    head += ")"
+    if reason:
+        head += f"; you got it because: {reason}"
+    lines += [head + ":", "", "<message>", str(message["content"]), "</message>", ""]
+    if context:
+        lines.append("Recent messages in the room before it, oldest first:")
+        lines += [_quote(m) for m in context]
+        lines.append("")
+    lines += [
+        f"This is pal run {run_id}. Do what the message asks, in the current directory.",
+        "",
+        "To answer in the room, run:",
+        '    pal cli send "your answer"',
+        f"It posts as {key} in this room, in the thread of message {thread_root(message)}.",
+        "For long text use `pal cli send --file PATH`; add `--mention KEY` to bring in "
+        "another agent. `pal cli messages list --room "
+        f'"{message["room"]}"` shows the conversation.',
+        "A reply is only a message: your run ends when you exit, so answer before you finish.",
+    ]
+    return "\n".join(lines) + "\n"
