@@ -1,0 +1,52 @@
+"""The prompt an agent gets for a delivery."""
+
+from __future__ import annotations
+
+from pal.daemon.prompt import CONTEXT_CHARS, build_prompt, thread_root
+
+AGENT = {"key": "codex", "display_name": "Codex Agent"}
+
+
+def message(**fields: object) -> dict[str, object]:
+    return {
+        "id": 12,
+        "room": "general",
+        "topic_id": None,
+        "parent_id": None,
+        "sender": "alice",
+        "content": "fix the failing test",
+        **fields,
+    }
+
+
+def test_the_prompt_names_the_message_sender_room_run_and_how_to_answer() -> None:
+    prompt = build_prompt(agent=AGENT, message=message(), context=[], run_id=77, reason="mention")
+    assert 'You are Codex Agent (agent key "codex")' in prompt
+    assert 'the pal chat room "general"' in prompt
+    assert "alice wrote (message 12); you got it because: mention" in prompt
+    assert "<message>\nfix the failing test\n</message>" in prompt
+    assert "pal run 77" in prompt
+    assert 'pal cli send "your answer"' in prompt
+    assert "in the thread of message 12" in prompt
+    assert "Recent messages" not in prompt
+
+
+def test_the_prompt_quotes_recent_context_and_keeps_threads_and_topics() -> None:
+    context = [
+        {"id": 10, "sender": "bob", "content": "the build is red"},
+        {"id": 11, "sender": "codex", "content": "x" * (CONTEXT_CHARS + 50)},
+    ]
+    prompt = build_prompt(
+        agent=AGENT, message=message(parent_id=9, topic_id=4), context=context, run_id=1
+    )
+    assert "(topic 4)" in prompt
+    assert "(message 12, in the thread of message 9)" in prompt
+    assert "[10] bob: the build is red" in prompt
+    assert "x" * CONTEXT_CHARS + " […]" in prompt and "x" * (CONTEXT_CHARS + 1) not in prompt
+    assert prompt.index("[10]") < prompt.index("[11]")
+    assert "in the thread of message 9." in prompt
+
+
+def test_answers_go_to_the_thread_root() -> None:
+    assert thread_root(message()) == 12
+    assert thread_root(message(parent_id=3)) == 3
