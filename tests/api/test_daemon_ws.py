@@ -251,13 +251,33 @@ def test_socket_sends_resync_after_falling_behind_and_keeps_hinting(client, box)
 
     def flood() -> None:
         for _ in range(QUEUE_SIZE + 1):
-            hub.publish("message", room_id="room_x", message_id=1)
+            hub.publish("delivery", agent_key="someone_else", delivery_id=1)
 
     with open_socket(client, key) as ws:
         ws.receive_json()
         client.portal.call(flood)
         assert ws.receive_json() == {"type": "resync"}
         body = post(client, "@codex after the flood")
+        assert ws.receive_json() == {
+            "type": "deliveries",
+            "agent": "codex",
+            "ids": delivery_ids(body, "codex"),
+        }
+
+
+def test_events_a_daemon_does_not_need_never_fill_its_socket(client, box):
+    _, key = box
+    hub = client.app.state.hub
+
+    def flood() -> None:
+        for _ in range(QUEUE_SIZE + 1):
+            hub.publish("run_output", run_id=1, seq=1)
+            hub.publish("message", room_id="room_x", message_id=1)
+
+    with open_socket(client, key) as ws:
+        ws.receive_json()
+        client.portal.call(flood)
+        body = post(client, "@codex after the output")
         assert ws.receive_json() == {
             "type": "deliveries",
             "agent": "codex",
@@ -273,7 +293,7 @@ def test_socket_closes_with_4401_when_a_revoke_is_lost_while_it_fell_behind(clie
 
     def flood() -> None:
         for _ in range(QUEUE_SIZE + 1):
-            hub.publish("message", room_id="room_x", message_id=1)
+            hub.publish("delivery", agent_key="someone_else", delivery_id=1)
 
     with open_socket(client, key) as ws:
         ws.receive_json()

@@ -424,3 +424,117 @@ def test_runs_room_restart_without_a_running_run_is_404(client, database):
     r = client.post("/api/rooms/nowhere/agents/codex/restart")
     assert r.status_code == 404
     assert "nowhere" in r.json()["error"]
+
+
+# -- action reports --------------------------------------------------------------------------
+
+
+def report(client, box, action, **body):
+    return client.post(
+        f"/api/runs/{action['run_id']}/actions/{action['id']}", json=body, headers=box.headers
+    )
+
+
+def test_runs_action_reported_done_leaves_the_heartbeat(client, database):
+    box = make_box(database)
+    agent_on(client, box)
+    run = running(client, box)
+    kill = client.post(f"/api/runs/{run['id']}/kill").json()["action"]
+    database.write_sync(actions_store.pending_for_computer, box.id)  # now "sent"
+    r = report(client, box, kill, status="done")
+    assert r.status_code == 200, r.text
+    done = r.json()["action"]
+    assert (done["id"], done["status"], done["error"], done["action"]) == (
+        kill["id"],
+        "done",
+        None,
+        "kill",
+    )
+    assert done["updated_at"] >= kill["updated_at"]
+    assert client.get(f"/api/runs/{run['id']}").json()["actions"] == [done]
+    assert database.write_sync(actions_store.pending_for_computer, box.id) == []
+    # the same report again answers the action unchanged; another status is 409
+    again = report(client, box, kill, status="done", error="ignored")
+    assert again.status_code == 200
+    assert again.json()["action"] == done
+    r = report(client, box, kill, status="failed", error="too late")
+    assert r.status_code == 409
+    assert "already reported done" in r.json()["error"]
+    # a new kill can be asked for once the old one is closed
+    fresh = client.post(f"/api/runs/{run['id']}/kill").json()["action"]
+    assert fresh["id"] != kill["id"]
+
+
+def test_runs_action_reported_failed_keeps_the_reason(client, database):
+    box = make_box(database)
+    agent_on(client, box)
+    run = running(client, box)
+    restart = client.post(f"/api/runs/{run['id']}/restart").json()["action"]
+    r = report(client, box, restart, status="failed", error="the run was not running here")
+    assert r.status_code == 200, r.text
+    failed = r.json()["action"]
+    assert (failed["status"], failed["error"]) == ("failed", "the run was not running here")
+    assert report(client, box, restart, status="failed").json()["action"] == failed
+    assert report(client, box, restart, status="done").status_code == 409
+
+
+def test_runs_action_report_by_another_computer_or_for_another_run(client, database):
+    box = make_box(database)
+    other = make_box(database, "other")
+    agent_on(client, box)
+    run = running(client, box)
+    second = running(client, box)
+    kill = client.post(f"/api/runs/{run['id']}/kill").json()["action"]
+    r = report(client, other, kill, status="done")
+    assert r.status_code == 403
+    assert box.id in r.json()["error"]
+    r = report(client, box, {**kill, "run_id": second["id"]}, status="done")
+    assert r.status_code == 404
+    assert r.json()["error"] == f"run {second['id']} has no action {kill['id']}"
+    r = report(client, box, {**kill, "id": 999}, status="done")
+    assert r.status_code == 404
+    r = report(client, box, {**kill, "run_id": 999}, status="done")
+    assert r.status_code == 404
+    assert r.json()["error"] == "run 999 not found"
+    r = client.post(f"/api/runs/{run['id']}/actions/{kill['id']}", json={"status": "done"})
+    assert r.status_code == 401
+    assert client.get(f"/api/runs/{run['id']}").json()["actions"][0]["status"] == "pending"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/runs/1/actions/1", {}),
+        ("/api/runs/1/actions/1", {"status": "sent"}),
+        ("/api/runs/1/actions/1", {"status": "done", "error": ""}),
+        ("/api/runs/1/actions/1", {"status": "done", "error": "a\x00b"}),
+        ("/api/runs/1/actions/1", {"status": "done", "colour": "red"}),
+        ("/api/runs/1/actions/x", {"status": "done"}),
+        ("/api/runs/x/actions/1", {"status": "done"}),
+    ],
+    ids=str,
+)
+def test_runs_action_report_rejects_bad_requests(client, database, path, body):
+    box = make_box(database)
+    r = client.post(path, json=body, headers=box.headers)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"].startswith("invalid request: ")
+
+
+def test_runs_restart_of_a_killed_run_starts_a_new_run(client, database):
+    box = make_box(database)
+    agent_on(client, box)
+    delivery = claimed(client, box, pending_delivery(client, "codex")["id"])
+    first = start_run(client, box, delivery).json()["run"]
+    assert finish(client, box, first, status="killed", exit_code=-15).status_code == 200
+    r = start_run(client, box, delivery, restart_of=first["id"])
+    assert r.status_code == 201, r.text
+    restart = r.json()["run"]
+    assert (restart["restart_of"], restart["status"], restart["delivery_id"]) == (
+        first["id"],
+        "running",
+        delivery["id"],
+    )
+    assert (restart["output_bytes"], restart["output_dropped"]) == (0, 0)
+    assert start_run(client, box, delivery, restart_of=first["id"]).json()["run"] == restart
+    assert client.get(f"/api/runs/{first['id']}").json()["run"]["status"] == "killed"

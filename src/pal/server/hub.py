@@ -18,25 +18,31 @@ QUEUE_SIZE = 1000
 
 class Hub:
     def __init__(self) -> None:
-        self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        # each subscriber's queue, and the kinds it wants (None: every kind)
+        self._subscribers: dict[asyncio.Queue[dict[str, Any] | None], frozenset[str] | None] = {}
         self._ids = itertools.count(1)
 
     def publish(self, kind: str, **data: Any) -> dict[str, Any]:
         event = {"id": next(self._ids), "kind": kind, **data}
-        for queue in list(self._subscribers):
+        for queue, kinds in list(self._subscribers.items()):
+            if kinds is not None and kind not in kinds:
+                continue
             try:
                 queue.put_nowait(event)
             except asyncio.QueueFull:
-                self._subscribers.discard(queue)
+                self._subscribers.pop(queue, None)
                 queue.get_nowait()
                 queue.put_nowait(None)  # tells the subscriber it overflowed
         return event
 
     @contextmanager
-    def subscribe(self) -> Iterator[asyncio.Queue[dict[str, Any] | None]]:
+    def subscribe(
+        self, kinds: frozenset[str] | None = None
+    ) -> Iterator[asyncio.Queue[dict[str, Any] | None]]:
+        """A queue of the events of ``kinds`` (every kind when None) from now on."""
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_SIZE)
-        self._subscribers.add(queue)
+        self._subscribers[queue] = kinds
         try:
             yield queue
         finally:
-            self._subscribers.discard(queue)
+            self._subscribers.pop(queue, None)

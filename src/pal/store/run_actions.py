@@ -12,14 +12,22 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from pal.errors import Conflict
+from pal.errors import Conflict, NotFound
 from pal.store import runs as runs_store
-from pal.store.rows import as_dicts
+from pal.store.rows import as_dict, as_dicts
 from pal.store.tables import run_actions, utcnow
 
 ACTIONS = ("kill", "restart")
 STATUSES = ("pending", "sent", "done", "failed")
 OPEN = ("pending", "sent")
+FINAL = ("done", "failed")
+
+
+class ActionNotFound(NotFound):
+    def __init__(self, run_id: int, action_id: int) -> None:
+        super().__init__("run action", action_id)
+        self.message = f"run {run_id} has no action {action_id}"
+        self.args = (self.message,)
 
 
 def request_action(
@@ -101,3 +109,40 @@ def pending_for_computer(conn: Connection, computer_id: str) -> list[dict[str, A
             if a["status"] == "pending":
                 a["status"] = "sent"
     return found
+
+
+def complete_action(
+    conn: Connection,
+    run_id: int,
+    action_id: int,
+    *,
+    computer_id: str,
+    status: str,
+    error: str | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """The daemon of ``computer_id`` reports how action ``action_id`` of its run ``run_id``
+    ended (``done`` or ``failed``, with ``error``). Returns ``(action, changed)``.
+
+    The same status reported again answers the action as it is; a different one is
+    :class:`Conflict`. An action of another run is :class:`NotFound`, another computer's
+    run :class:`Forbidden`. The action's row is locked, so two reports at once take turns.
+    """
+    runs_store.owned_run(conn, run_id, computer_id)
+    row = conn.execute(
+        sa.select(run_actions)
+        .where(run_actions.c.id == action_id, run_actions.c.run_id == run_id)
+        .with_for_update()
+    ).first()
+    if row is None:
+        raise ActionNotFound(run_id, action_id)
+    action = as_dict(row)
+    if action["status"] in FINAL:
+        if action["status"] == status:
+            return action, False
+        raise Conflict(
+            f"action {action_id} ({action['action']}) of run {run_id} was already reported "
+            f"{action['status']}; reporting it {status} now is refused"
+        )
+    values = {"status": status, "error": error, "updated_at": utcnow()}
+    conn.execute(run_actions.update().where(run_actions.c.id == action_id).values(**values))
+    return {**action, **values}, True

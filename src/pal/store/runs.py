@@ -116,6 +116,8 @@ def start_run(
         "error": None,
         "restart_of": restart_of,
         "usage": None,
+        "output_bytes": 0,
+        "output_dropped": 0,
         "started_at": now,
         "finished_at": None,
         "updated_at": now,
@@ -165,8 +167,12 @@ def newest_running(conn: Connection, *, agent_key: str, room_id: str) -> dict[st
     return None if row is None else as_dict(row)
 
 
-def _owned(conn: Connection, run_id: int, computer_id: str) -> dict[str, Any]:
-    run = get_run(conn, run_id)
+def owned_run(
+    conn: Connection, run_id: int, computer_id: str, *, lock: bool = False
+) -> dict[str, Any]:
+    """The run ``run_id`` if it runs on ``computer_id``: :class:`NotFound` for an unknown
+    run, :class:`Forbidden` for another computer's. ``lock`` as for :func:`get_run`."""
+    run = get_run(conn, run_id, lock=lock)
     if run["computer_id"] != computer_id:
         raise Forbidden(
             f"run {run_id} runs on computer {run['computer_id']!r}, not {computer_id!r}: "
@@ -177,7 +183,7 @@ def _owned(conn: Connection, run_id: int, computer_id: str) -> dict[str, Any]:
 
 def set_pid(conn: Connection, run_id: int, *, computer_id: str, pid: int) -> dict[str, Any]:
     """Record the process id of ``run_id`` (:class:`Forbidden` from another computer)."""
-    run = _owned(conn, run_id, computer_id)
+    run = owned_run(conn, run_id, computer_id)
     now = utcnow()
     conn.execute(runs.update().where(runs.c.id == run_id).values(pid=pid, updated_at=now))
     return {**run, "pid": pid, "updated_at": now}
@@ -199,7 +205,7 @@ def finish_run(
     knows the real one). Repeating the same finish answers the run unchanged; a different
     finish of a finished run is :class:`Conflict`.
     """
-    run = _owned(conn, run_id, computer_id)
+    run = owned_run(conn, run_id, computer_id)
     outcome = {"status": status, "exit_code": exit_code, "error": error, "usage": usage}
     if run["status"] in FINISHED:
         if all(run[k] == v for k, v in outcome.items()):

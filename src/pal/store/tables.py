@@ -253,6 +253,10 @@ runs = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("restart_of", BigId, nullable=True),
     sa.Column("usage", sa.JSON, nullable=True),
+    # Bytes of output kept in ``run_output`` now, and bytes trimmed from it (oldest first)
+    # to stay within PAL_RUN_OUTPUT_LIMIT.
+    sa.Column("output_bytes", BigId, nullable=False, server_default="0"),
+    sa.Column("output_dropped", BigId, nullable=False, server_default="0"),
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("updated_at", UTCDateTime, nullable=False),
@@ -278,4 +282,25 @@ run_actions = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Index(None, "computer_id", "status"),
     sa.Index(None, "run_id"),
+)
+
+# A run's stdout and stderr, as the daemon shipped them: chunks numbered by ``seq`` from 0.
+# Only the newest PAL_RUN_OUTPUT_LIMIT bytes are kept (``store/run_output.py``).
+run_output = sa.Table(
+    "run_output",
+    metadata,
+    sa.Column(
+        "run_id",
+        BigId,
+        sa.ForeignKey("runs.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    sa.Column("seq", BigId, primary_key=True, autoincrement=False),
+    # stdout | stderr
+    sa.Column("stream", sa.String(8), nullable=False),
+    # len(data.encode()): kept before ``data`` so trimming reads sizes without the text.
+    sa.Column("bytes", sa.Integer, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
 )

@@ -116,6 +116,10 @@ def hints(events: list[Event | None], computer_id: str, keys: set[str]) -> list[
     return frames
 
 
+# The hub events a daemon socket turns into hints (run output and the like never wake it).
+HINT_EVENTS = frozenset({"delivery", "assignment", "run_action", "computer_revoked"})
+
+
 async def _until_closed(websocket: WebSocket) -> None:
     """Read (and ignore) what the daemon sends until it disconnects."""
     while True:
@@ -152,7 +156,7 @@ async def _serve(websocket: WebSocket, hub: Hub, db: Database, daemon_id: str | 
     events) and reloads the assignments before sending ``resync``.
     """
     with contextlib.ExitStack() as subscription:
-        queue = subscription.enter_context(hub.subscribe())
+        queue = subscription.enter_context(hub.subscribe(HINT_EVENTS))
         try:
             computer = await authenticate(websocket)
         except PalError as exc:
@@ -183,7 +187,7 @@ async def _serve(websocket: WebSocket, hub: Hub, db: Database, daemon_id: str | 
                     break
                 if batch[-1] is None:
                     subscription.close()
-                    queue = subscription.enter_context(hub.subscribe())
+                    queue = subscription.enter_context(hub.subscribe(HINT_EVENTS))
                     # a revoke or rotation may be among the lost events: check the key again
                     if not await _still_valid(websocket, computer_id):
                         await websocket.close(
