@@ -22,6 +22,7 @@ Mode = Literal["mentions", "all", "periodic", "muted", "off"]
 DeliveryStatus = Literal["pending", "claimed", "acked", "failed", "muted"]
 RunStatus = Literal["running", "completed", "failed", "killed", "lost"]
 RunActionName = Literal["kill", "restart"]
+OutputStream = Literal["stdout", "stderr"]
 
 
 class ClientError(PalError):
@@ -200,8 +201,17 @@ class Run(TypedDict):
     error: str | None
     restart_of: int | None
     usage: dict[str, Any] | None
+    output_bytes: int
+    output_dropped: int
     started_at: str
     finished_at: str | None
+
+
+class OutputChunk(TypedDict):
+    seq: int
+    stream: OutputStream
+    data: str
+    created_at: str
 
 
 class RunAction(TypedDict):
@@ -347,6 +357,28 @@ class ActionRequested(TypedDict):
 class AgentRestart(TypedDict):
     action: RunAction
     run: Run
+
+
+class RunOutput(TypedDict):
+    """``GET /api/runs/<id>/output``: one page of the run's kept output, oldest first."""
+
+    run: Run
+    chunks: list[OutputChunk]
+    next_after: int
+    output_dropped: int
+    more: bool
+
+
+class OutputAppended(TypedDict):
+    run_id: int
+    stored: int
+    next_seq: int
+    output_bytes: int
+    output_dropped: int
+
+
+class ActionReported(TypedDict):
+    action: RunAction
 
 
 class SessionList(TypedDict):
@@ -524,8 +556,8 @@ class ServerClient:
 
     def post_message(
         self,
-        room: str,
-        sender: str,
+        room: str | None,
+        sender: str | None,
         content: str,
         *,
         mentions: Iterable[str] = (),
@@ -533,7 +565,8 @@ class ServerClient:
         topic: int | None = None,
         client_msg_id: str | None = None,
     ) -> Posted:
-        """``POST /api/messages``: post, and get the deliveries it created.
+        """``POST /api/messages``: post, and get the deliveries it created. ``room`` and
+        ``sender`` may be None only inside a run (the daemon's local API fills them in).
 
         With ``client_msg_id`` a retried post is idempotent: the answer has
         ``duplicate: true`` and the original message.
@@ -716,6 +749,38 @@ class ServerClient:
         path = f"/api/runs/{run_id}/{action}"
         body = _given(requested_by=requested_by)
         return cast(ActionRequested, self._request("POST", path, json=body))
+
+    def run_output(
+        self,
+        run_id: int,
+        *,
+        after: int = -1,
+        limit: int = 1000,
+        stream: OutputStream | None = None,
+    ) -> RunOutput:
+        """``GET /api/runs/<id>/output``: the run and up to ``limit`` of its output chunks
+        with ``seq > after``; ask again with ``after=next_after`` while ``more``."""
+        params = _given(after=after, limit=limit, stream=stream)
+        return cast(RunOutput, self._request("GET", f"/api/runs/{run_id}/output", params=params))
+
+    def append_run_output(self, run_id: int, chunks: list[dict[str, Any]]) -> OutputAppended:
+        """``POST /api/runs/<id>/output`` (computer key): store ``[{seq, stream, data}]``;
+        chunks already stored are ignored."""
+        path = f"/api/runs/{run_id}/output"
+        return cast(OutputAppended, self._request("POST", path, json={"chunks": chunks}))
+
+    def complete_run_action(
+        self,
+        run_id: int,
+        action_id: int,
+        status: Literal["done", "failed"],
+        error: str | None = None,
+    ) -> ActionReported:
+        """``POST /api/runs/<id>/actions/<action_id>`` (computer key): report a kill or
+        restart ``done`` or ``failed`` (409 if it was reported otherwise before)."""
+        path = f"/api/runs/{run_id}/actions/{action_id}"
+        body = {"status": status, **_given(error=error)}
+        return cast(ActionReported, self._request("POST", path, json=body))
 
     def restart_agent(
         self, room: str, agent: str, *, requested_by: str | None = None
