@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -155,19 +157,20 @@ def test_daemon_claims_what_was_sent_while_it_was_stopped_and_once_exits(
     exactly_one_run_each(server, [*ids, later])
 
 
-def test_daemon_once_without_dry_run_fails_the_delivery_and_exits_1(
-    server: ServerProcess, make_daemon: MakeDaemon
+def test_daemon_once_without_the_runtime_fails_the_delivery_and_exits_1(
+    server: ServerProcess, make_daemon: MakeDaemon, tmp_path: Path
 ) -> None:
     computer_id, api_key = provision(server)
     assign(server, "codex", computer_id)
     delivery_id = send(server, "please run")
 
-    once = make_daemon(server, "--once", api_key=api_key, wait=False)
+    no_codex = {"PATH": f"{tmp_path}{os.pathsep}{os.path.dirname(sys.executable)}"}
+    once = make_daemon(server, "--once", api_key=api_key, wait=False, extra_env=no_codex)
     assert once.wait() == 1, once.output()
     [delivery] = deliveries(server)
     assert (delivery["id"], delivery["status"]) == (delivery_id, "failed")
-    assert "cannot execute runtime 'codex' yet" in delivery["error"]
-    assert "--dry-run" in delivery["error"]
+    assert "codex is not installed on this computer" in delivery["error"]
+    assert "npm install -g @openai/codex" in delivery["error"]
     assert runs(server) == []
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -161,15 +162,24 @@ async def test_a_claim_answered_409_is_skipped_quietly() -> None:
     assert fake.paths("/api/deliveries/1/") == ["POST /api/deliveries/1/claim"]
 
 
-async def test_without_dry_run_the_delivery_fails_for_good_and_once_exits_1() -> None:
+async def test_a_missing_runtime_fails_the_delivery_for_good_and_once_exits_1(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no codex here
     fake = FakeServer()
     fake.pending["codex"] = [4]
     daemon = make_daemon(fake, once=True)
     assert await asyncio.wait_for(daemon.run(), 10) == 1
     [fail] = [b for m, p, b in fake.calls if p == "/api/deliveries/4/fail"]
     assert fail["retry"] is False and fail["attempt"] == 1
-    assert "cannot execute runtime 'codex' yet; start it with --dry-run" in fail["error"]
+    assert "agent 'codex' cannot run on this computer: codex is not installed" in fail["error"]
     assert fake.paths("/api/runs") == []
+    # the daemon told the server what it can run
+    [connect] = [b for m, p, b in fake.calls if p == "/api/computers/connect"]
+    runtimes = {r["name"]: r["available"] for r in connect["runtimes"]}
+    assert runtimes == dict.fromkeys(("codex", "claude", "command", "neeko", "coco"), False) | {
+        "command": True
+    }
 
 
 async def test_an_unexpected_error_after_a_claim_fails_the_delivery_instead_of_holding_it() -> None:

@@ -130,10 +130,18 @@ async def test_a_run_may_read_and_ask_for_a_restart(
     local: httpx.AsyncClient, fake: FakeServer, credentials: RunCredentials
 ) -> None:
     token = credentials.issue(SCOPE)
-    for method, path in [("GET", "/api/runs"), ("POST", "/api/runs/9/restart")]:
+    for method, path in [
+        ("GET", "/api/runs"),
+        ("GET", "/api/runs/7/output"),
+        ("POST", "/api/runs/9/restart"),
+    ]:
         r = await local.request(method, path, headers=bearer(token))
         assert r.status_code == 201
-    assert [r.url.path for r in fake.requests] == ["/api/runs", "/api/runs/9/restart"]
+    assert [r.url.path for r in fake.requests] == [
+        "/api/runs",
+        "/api/runs/7/output",
+        "/api/runs/9/restart",
+    ]
 
 
 async def test_the_credential_ends_with_the_run(

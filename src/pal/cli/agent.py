@@ -3,8 +3,9 @@
 The daemon's local API (LOCK_DAEMON_URL, default http://127.0.0.1:4137) answers
 ``GET /health`` itself and forwards ``/api/*`` to the server with the computer's credential,
 so the commands are the console's, run with a :class:`~pal.client.DaemonClient`. Every
-request carries the local API's bearer token: LOCK_DAEMON_TOKEN, else the token file the
-daemon wrote ($PAL_HOME/daemon.token).
+request carries a bearer token: inside a run the run's own PAL_RUN_AUTH (then ``send``
+defaults its room, thread and sender to the run's), else LOCK_DAEMON_TOKEN, else the token
+file the daemon wrote ($PAL_HOME/daemon.token).
 """
 
 from __future__ import annotations
@@ -49,9 +50,15 @@ def cli(ctx: typer.Context) -> None:
             f"LOCK_DAEMON_URL={settings.daemon_url!r} must start with http:// or https://"
         )
     token_file = settings.daemon_token_file
-    token = settings.daemon_token or read_token(token_file)
+    token = settings.run_auth or settings.daemon_token or read_token(token_file)
     if token is not None and not usable(token):
-        where = "LOCK_DAEMON_TOKEN" if settings.daemon_token else f"the content of {token_file}"
+        where = (
+            "PAL_RUN_AUTH"
+            if settings.run_auth
+            else "LOCK_DAEMON_TOKEN"
+            if settings.daemon_token
+            else f"the content of {token_file}"
+        )
         raise ConfigError(unusable_reason(where))
     client = DaemonClient(settings.daemon_url, token=token, token_file=str(token_file))
     ctx.obj = ctx.with_resource(client)
@@ -108,7 +115,7 @@ def describe_health(payload: DaemonHealth, daemon_url: str) -> str:
     return f"{daemon}\nserver: {state}"
 
 
-app.command("send")(messages.post)
+app.command("send")(messages.run_post)
 app.command("health")(health)
 app.command("chats")(rooms.chats)
 app.command("runs")(runs.runs)

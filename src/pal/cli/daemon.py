@@ -73,7 +73,10 @@ def run(
         False, "--once", help="Process what is pending, then exit (1 if anything failed)."
     ),
     cwd: str | None = typer.Option(
-        None, "--cwd", metavar="DIR", help="Working directory for runs (must exist)."
+        None,
+        "--cwd",
+        metavar="DIR",
+        help="Working directory for runs (must exist); default $PAL_HOME/agents/<key>.",
     ),
     agent: str | None = typer.Option(
         None, "--agent", metavar="KEY", help="Legacy: serve this agent; else PAL_AGENT."
@@ -114,6 +117,8 @@ def run(
             dry_run=dry_run,
             once=once,
             cwd=_cwd(cwd),
+            home=settings.home,
+            kill_grace=settings.kill_grace,
             agent=None if key else (agent or settings.agent),
             computer_id=None if key else legacy_id,
             computer_secret=None if key else legacy_secret,

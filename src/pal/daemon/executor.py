@@ -2,10 +2,8 @@
 
 An executor starts the run (``POST /api/runs``, which also acks the delivery), carries it
 out and finishes it. :class:`DryRunExecutor` records a run that completes at once without
-starting the runtime (``--dry-run``). :class:`NoRuntimeExecutor` is what a daemon without
-``--dry-run`` uses until real runtimes can be executed: it refuses with :class:`CannotStart`,
-and the daemon fails the delivery with that message. A real process supervisor plugs in
-as one more :class:`Executor`.
+starting the runtime (``--dry-run``); :class:`pal.daemon.runner.RunExecutor` runs the
+agent's runtime as a supervised process.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from pal.daemon.server_api import ServerApi
+from pal.daemon.server_api import ServerApi, ServerError
 
 T = TypeVar("T")
 
@@ -78,6 +76,18 @@ class Executor(Protocol):
         refuse before starting one."""
         ...
 
+    async def handle_actions(self, requests: list[dict[str, Any]]) -> None:
+        """Carry out the kill and restart requests of a heartbeat answer."""
+        ...
+
+    async def stop_all(self) -> None:
+        """The daemon is stopping: end the runs in progress."""
+        ...
+
+    async def aclose(self) -> None:
+        """Wait for work still under way after the last run ended."""
+        ...
+
 
 class DryRunExecutor:
     """Records a run (``dry_run: true``) and finishes it as completed, exit code 0."""
@@ -100,12 +110,18 @@ class DryRunExecutor:
         await self._retrying(lambda: self._api.finish_run(int(run["id"]), finish))
         return Outcome(run_id=int(run["id"]), status="completed")
 
+    async def handle_actions(self, requests: list[dict[str, Any]]) -> None:
+        """A dry run has ended before anyone can ask: every request fails, once."""
+        for request in requests:
+            run_id, action_id = request.get("run_id"), request.get("id")
+            body = {"status": "failed", "error": f"run {run_id} is a dry run: it has ended"}
+            try:
+                await self._api.call("POST", f"/api/runs/{run_id}/actions/{action_id}", body)
+            except ServerError:
+                pass
 
-class NoRuntimeExecutor:
-    """Refuses every job: running agent runtimes is not available in this daemon yet."""
+    async def stop_all(self) -> None:
+        return None
 
-    async def execute(self, job: Job) -> Outcome:
-        raise CannotStart(
-            f"this daemon cannot execute runtime {job.runtime!r} yet; "
-            "start it with --dry-run to record runs without executing them"
-        )
+    async def aclose(self) -> None:
+        return None

@@ -95,6 +95,8 @@ DAEMON_ONLY = re.compile(
 
 
 def _daemon_only(method: str, path: str) -> bool:
+    if method in ("GET", "HEAD"):
+        return False  # reading is for everyone (the run's output too)
     path = path.rstrip("/")
     if method == "POST" and path in ("/api/runs", "/api/sessions"):
         return True

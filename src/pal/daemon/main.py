@@ -26,20 +26,17 @@ import platform
 import secrets
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pal
 from pal.daemon import local_api
 from pal.daemon.backoff import Backoff, RetryLog, jittered
-from pal.daemon.executor import (
-    CannotStart,
-    DryRunExecutor,
-    Executor,
-    Job,
-    NoRuntimeExecutor,
-)
+from pal.daemon.executor import CannotStart, DryRunExecutor, Executor, Job
+from pal.daemon.runner import Probes, RunExecutor
 from pal.daemon.server_api import ApiError, Refused, ServerApi, Unreachable
+from pal.runtimes.registry import RUNTIMES
 
 log = logging.getLogger("pal.daemon")
 
@@ -64,6 +61,8 @@ class Options:
     dry_run: bool = False
     once: bool = False
     cwd: str | None = None
+    home: Path = field(default_factory=lambda: Path("~/.pal").expanduser())
+    kill_grace: float = 10.0  # seconds
     agent: str | None = None  # legacy
     computer_id: str | None = None  # legacy
     computer_secret: str | None = None  # legacy
@@ -127,8 +126,20 @@ class Daemon:
         self.options = options
         self.daemon_id = "daemon_" + secrets.token_hex(8)
         self.api = api or ServerApi(options.server_url, options.api_key)
+        self.credentials = local_api.RunCredentials()
+        self.probes = Probes()
         self.executor: Executor = executor or (
-            DryRunExecutor(self.api, self._retrying) if options.dry_run else NoRuntimeExecutor()
+            DryRunExecutor(self.api, self._retrying)
+            if options.dry_run
+            else RunExecutor(
+                self.api,
+                self._retrying,
+                home=options.home,
+                local_url=f"http://{local_api.HOST}:{options.local_port}",
+                credentials=self.credentials,
+                probes=self.probes,
+                kill_grace=options.kill_grace,
+            )
         )
         self._token = token
         self._install_signal_handlers = install_signal_handlers
@@ -196,7 +207,7 @@ class Daemon:
         or 1 after a fatal refusal (see :attr:`fatal`) or, with ``--once``, a failure.
         Raises :class:`local_api.PortInUse` when the local port is taken."""
         sock = local_api.bind(self.options.local_port)
-        app = local_api.create_local_app(self.api, self._token, self.describe)
+        app = local_api.create_local_app(self.api, self._token, self.describe, self.credentials)
         server = local_api.local_server(app)
         loop = asyncio.get_running_loop()
         if self._install_signal_handlers:
@@ -229,6 +240,7 @@ class Daemon:
 
     async def _main(self) -> int:
         try:
+            await self._unless_stopped(self.probes.probe_all(RUNTIMES))
             await self._unless_stopped(self._connect())
             self._spawn(self._heartbeat_loop, "heartbeat")
             if self.options.once:
@@ -267,6 +279,7 @@ class Daemon:
         side = [t for t in self._tasks if t.get_name() != "heartbeat"]
         for task in side:
             task.cancel()
+        await self.executor.stop_all()
         if self.fatal is None and self._inflight:
             log.info(
                 "waiting for %d delivery task(s) in progress",
@@ -279,6 +292,7 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._inflight.values(), return_exceptions=True)
+        await self.executor.aclose()
         if self.fatal is None:
             log.info("daemon %s stopped", self.daemon_id, extra={"action": "daemon_stopped"})
 
@@ -342,6 +356,7 @@ class Daemon:
             "daemon_id": self.daemon_id,
             "platform": _platform(),
             "version": pal.__version__,
+            "runtimes": self.probes.reports(),
         }
         opts = self.options
         backoff = Backoff()
@@ -418,11 +433,7 @@ class Daemon:
         self.unreachable.recovered()
         self._reconcile(answer["agents"])
         if answer.get("control_requests"):
-            log.debug(
-                "%d run control request(s) pending (not handled by this daemon yet)",
-                len(answer["control_requests"]),
-                extra={"action": "control_requests"},
-            )
+            await self.executor.handle_actions(answer["control_requests"])
 
     async def _heartbeat_loop(self) -> None:
         """Beat every interval (jittered), sooner when woken; retry sooner while failing."""

@@ -3,6 +3,7 @@ messages list | messages show``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -148,6 +149,50 @@ def post(
 ) -> None:
     """Send a message (TEXT or a file's content) to a room; mentioned agents get a delivery."""
     content = _content(text, file)
+    payload = connect(ctx).post_message(
+        room, sender, content, mentions=mention or (), parent=parent, topic=topic
+    )
+    print_posted(payload, as_json)
+
+
+def run_post(
+    ctx: typer.Context,
+    text: Annotated[
+        str | None, typer.Argument(metavar="TEXT", help="The message text, or use --file.")
+    ] = None,
+    room: Annotated[
+        str | None,
+        typer.Option("--room", help="Room name or id; inside a run, default: the run's room."),
+    ] = None,
+    sender: Annotated[
+        str | None,
+        typer.Option("--from", help="Who is writing; inside a run, default: the run's agent."),
+    ] = None,
+    mention: Mentions = None,
+    parent: Annotated[
+        int | None,
+        typer.Option(
+            "--parent", min=1, help="Reply to this message; inside a run, default: its thread."
+        ),
+    ] = None,
+    topic: Topic = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", metavar="PATH", help="Send this UTF-8 text file's content."),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Send a message (TEXT or a file's content); mentioned agents get a delivery. Inside a
+    run (PAL_RUN_AUTH set) it answers in the run's room and thread as the run's agent."""
+    content = _content(text, file)
+    if not os.environ.get("PAL_RUN_AUTH"):
+        missing = [flag for flag, value in (("--room", room), ("--from", sender)) if not value]
+        if missing:
+            output.fail(
+                f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required "
+                "outside a run (inside one they default to the run's room and agent)",
+                output.EXIT_USAGE,
+            )
     payload = connect(ctx).post_message(
         room, sender, content, mentions=mention or (), parent=parent, topic=topic
     )
