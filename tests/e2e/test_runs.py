@@ -103,6 +103,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     bin_dir = install_fakes(root / "bin")
     codex_home = root / "codex-home"
     codex_home.mkdir()
+    claude_home = root / "claude-home"
+    claude_home.mkdir()
     records = root / "records"
     records.mkdir()
     computer_id, api_key = provision(server)
@@ -114,6 +116,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         extra_env={
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
             "CODEX_HOME": str(codex_home),
+            "CLAUDE_CONFIG_DIR": str(claude_home),
             "FAKE_RECORD_DIR": str(records),
             "PAL_KILL_GRACE": str(KILL_GRACE),
         },
@@ -121,6 +124,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     http = httpx.Client(base_url=server.url, timeout=10)
     stack = Stack(server, daemon, api_key, codex_home, records, http)
     body = {"agent_key": "codex", "display_name": "Codex", "runtime": "codex"}
+    stack.api("POST", "/api/agents/onboard", json={**body, "computer_id": computer_id})
+    body = {"agent_key": "claude", "display_name": "Claude", "runtime": "claude"}
     stack.api("POST", "/api/agents/onboard", json={**body, "computer_id": computer_id})
     try:
         yield stack
@@ -253,6 +258,22 @@ def test_restart_gives_a_fresh_run_of_the_same_message(stack: Stack) -> None:
     assert new["delivery_id"] == old["delivery_id"]
     stack.api("POST", f"/api/runs/{new['id']}/kill", json={})
     stack.wait_run(room, "killed", count=2, timeout=KILL_GRACE + 15)
+
+
+def test_claude_answers_and_resumes_its_session(stack: Stack) -> None:
+    room = stack.room()
+    stack.send(room, "hello claude", mention="claude")
+    [first] = stack.wait_run(room, "completed")
+    assert first["runtime"] == "claude" and first["usage"]["scope"] == "run"
+    replies = [m["content"] for m in stack.messages(room) if m["sender"] == "claude"]
+    assert replies == [f"fake claude: done (run {first['id']})"]
+    [session] = stack.api("GET", "/api/sessions", params={"room": room})["sessions"]
+    stack.send(room, "again", mention="claude")
+    [_, second] = stack.wait_run(room, "completed", count=2)
+    [record] = stack.recorded(second["id"])
+    argv = record["argv"]
+    assert argv[argv.index("--resume") + 1] == session["runtime_session_id"]
+    assert "--session-id" not in argv
 
 
 def test_a_failing_runtime_fails_the_run_with_its_exit_code(stack: Stack) -> None:

@@ -43,7 +43,7 @@ log = logging.getLogger("pal.daemon")
 T = TypeVar("T")
 
 PAGE = 100
-MAX_INFLIGHT = 16
+MAX_INFLIGHT = 32  # deliveries processed at once: a run holds its slot until it ends
 # Deliveries handed to processing tasks (most waiting for a slot) before a drain stops
 # paging; the drain resumes when they are done.
 MAX_QUEUED = 1000

@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -415,6 +415,9 @@ class RunExecutor:
                 )
             return Result("completed", exit_code=0, usage=parser.usage)
         error = parser.error or f"{active.job.runtime} ended with {exit_.describe()}"
+        said = None if parser.error else _last_error_line(parser.stderr_tail)
+        if said:
+            error += f": {said}"
         return Result("failed", exit_code=exit_.code, error=error, usage=parser.usage)
 
     @staticmethod
@@ -550,6 +553,16 @@ class RunExecutor:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
+
+
+def _last_error_line(lines: Iterable[str]) -> str | None:
+    """What a runtime that printed no error event said last on stderr: its last line that
+    mentions an error, else its last non-empty line."""
+    said = [line.strip() for line in lines if line.strip()]
+    for line in reversed(said):
+        if "error" in line.lower():
+            return line[:500]
+    return said[-1][:500] if said else None
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
