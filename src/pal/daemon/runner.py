@@ -205,6 +205,9 @@ class RunExecutor:
             self._starting -= 1
         try:
             result = await self._run(active, adapter, probe, message, context, cwd, resume_id)
+        except Exception as exc:  # a bug: finish the run rather than leave it running
+            log.exception("run %d: unexpected error", run_id, extra={"action": "run_error"})
+            result = Result("failed", error=f"the daemon hit an unexpected error: {exc!r}")
         finally:
             del self._active[run_id]
             self._finished[run_id] = active.stopping or "exit"
@@ -297,6 +300,10 @@ class RunExecutor:
             return await self._attempts(
                 active, adapter, probe, prompt, cwd, env, resume_id, shipper
             )
+        except BaseException:  # cancelled or a bug: the process must not outlive its run
+            if active.child is not None and active.child.running:
+                self._in_background(active.child.kill(self._kill_grace))
+            raise
         finally:
             self._credentials.revoke(credential)
             await shipper.close()
