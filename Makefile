@@ -33,6 +33,7 @@ format: install
 bench: install
 	$(PY) bench/run.py
 	$(PY) bench/daemons.py
+	$(PY) bench/runs.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis test-output

@@ -276,6 +276,17 @@ def test_claude_answers_and_resumes_its_session(stack: Stack) -> None:
     assert "--session-id" not in argv
 
 
+def test_output_is_visible_while_the_run_is_still_running(stack: Stack) -> None:
+    room = stack.room()
+    stack.send(room, "[fake:sleep=60] thinking")
+    [run] = stack.wait_run(room, "running")
+    # codex prints thread.started before it works: the server has it within about a second
+    wait_until(lambda: "thread.started" in stack.output(run["id"]), timeout=5)
+    assert stack.run(run["id"])["status"] == "running"
+    stack.api("POST", f"/api/runs/{run['id']}/kill", json={})
+    stack.wait_run(room, "killed", timeout=KILL_GRACE + 15)
+
+
 def test_a_failing_runtime_fails_the_run_with_its_exit_code(stack: Stack) -> None:
     room = stack.room()
     stack.send(room, "[fake:no_reply] [fake:exit=3] broken")
