@@ -381,3 +381,45 @@ def test_a_stopping_daemon_kills_its_runs_and_finishes_them(
     finished = httpx.get(f"{server.url}/api/runs/{run['id']}").json()["run"]
     assert (finished["status"], finished["error"]) == ("killed", "killed: the daemon stopped")
     wait_until(lambda: gone(run["pid"]) and gone(grandchild), timeout=5)
+
+
+def test_a_daemon_restarted_after_a_crash_kills_what_its_runs_left_running(
+    server: ServerProcess, make_daemon: Any, tmp_path: Path
+) -> None:
+    bin_dir = install_fakes(tmp_path / "bin")
+    (tmp_path / "codex-home").mkdir()
+    computer_id, api_key = provision(server)
+    body = {"agent_key": "codex", "display_name": "Codex", "runtime": "codex"}
+    httpx.post(
+        f"{server.url}/api/agents/onboard", json={**body, "computer_id": computer_id}
+    ).raise_for_status()
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "CODEX_HOME": str(tmp_path / "codex-home"),
+        "FAKE_RECORD_DIR": str(tmp_path),
+        "PAL_KILL_GRACE": "0.5",
+    }
+    first = make_daemon(server, "--interval", "300", api_key=api_key, extra_env=env)
+    message = {
+        "room": "general",
+        "sender": "alice",
+        "mentions": ["codex"],
+        "content": "[fake:grandchild] [fake:ignore_sigterm] [fake:sleep=120] long",
+    }
+    httpx.post(f"{server.url}/api/messages", json=message).raise_for_status()
+
+    def running() -> dict[str, Any] | None:
+        runs = httpx.get(f"{server.url}/api/runs").json()["runs"]
+        return runs[0] if runs and runs[0]["pid"] else None
+
+    run = wait_until(running, timeout=20)
+    pid_file = tmp_path / f"grandchild-{run['id']}.pid"
+    grandchild = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip()))
+    wait_until(lambda: list((first.home / "runs").glob("*.json")))
+
+    first.kill()  # kill -9: the daemon cleans up nothing
+    assert not gone(run["pid"]) and not gone(grandchild)
+
+    make_daemon(server, "--interval", "300", api_key=api_key, extra_env=env)
+    wait_until(lambda: gone(run["pid"]) and gone(grandchild), timeout=10)
+    assert not list((first.home / "runs").glob("*.json"))

@@ -71,6 +71,10 @@ class CannotStart(Exception):
 
 
 class Executor(Protocol):
+    async def prepare(self) -> None:
+        """Before the daemon connects: clean up after a daemon that died."""
+        ...
+
     async def execute(self, job: Job) -> Outcome:
         """Start, carry out and finish the run of ``job``; raise :class:`CannotStart` to
         refuse before starting one."""
@@ -119,6 +123,9 @@ class DryRunExecutor:
                 await self._api.call("POST", f"/api/runs/{run_id}/actions/{action_id}", body)
             except ServerError:
                 pass
+
+    async def prepare(self) -> None:
+        return None
 
     async def stop_all(self) -> None:
         return None

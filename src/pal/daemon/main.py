@@ -240,6 +240,7 @@ class Daemon:
 
     async def _main(self) -> int:
         try:
+            await self._unless_stopped(self.executor.prepare())
             await self._unless_stopped(self.probes.probe_all(RUNTIMES))
             await self._unless_stopped(self._connect())
             self._spawn(self._heartbeat_loop, "heartbeat")

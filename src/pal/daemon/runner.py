@@ -29,6 +29,7 @@ from typing import Any
 
 from pal.daemon.executor import CannotStart, Job, Outcome, Retrying
 from pal.daemon.local_api import RunCredentials, RunScope
+from pal.daemon.orphans import RunRecords
 from pal.daemon.output import OutputShipper
 from pal.daemon.prompt import CONTEXT_MESSAGES, build_prompt, thread_root
 from pal.daemon.server_api import ApiError, ServerApi, Unreachable
@@ -154,6 +155,11 @@ class RunExecutor:
         self._starting = 0
         self._handled: set[int] = set()
         self._background: set[asyncio.Task[Any]] = set()
+        self._records = RunRecords(home)
+
+    async def prepare(self) -> None:
+        """Kill what runs of a daemon that died (same PAL_HOME) left running."""
+        await asyncio.to_thread(self._records.reap_orphans, self._kill_grace)
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -362,6 +368,7 @@ class RunExecutor:
                 and active.stopping is None
                 and parser.resume_missed(exit_.code)
             ):
+                self._reap_later(run_id, child, forget=False)
                 await self._notice(
                     job,
                     run_id,
@@ -371,7 +378,7 @@ class RunExecutor:
                 resume_id = None
                 continue
             await self._remember_session(job, parser, launch.session_id, cwd)
-            self._reap_later(run_id, child)
+            self._reap_later(run_id, child, forget=True)
             return self._result(active, exit_, parser)
 
     async def _spawn(
@@ -395,6 +402,9 @@ class RunExecutor:
         except CannotSpawn as exc:
             return Result("failed", error=exc.message)
         active.child = child
+        self._records.add(
+            run_id, child.pid, {"PAL_RUN_ID": str(run_id), "PAL_RUN_AUTH": env["PAL_RUN_AUTH"]}
+        )
         log.info(
             "run %d: %s started, pid %d",
             run_id,
@@ -542,9 +552,13 @@ class RunExecutor:
 
     # -- background work --------------------------------------------------------------------
 
-    def _reap_later(self, run_id: int, child: Child) -> None:
+    def _reap_later(self, run_id: int, child: Child, *, forget: bool) -> None:
+        """Kill what the process left running; with ``forget``, then drop the run's record."""
+
         async def reap() -> None:
             survivors = await child.reap(self._kill_grace)
+            if forget:
+                self._records.remove(run_id)
             if survivors:
                 log.info(
                     "run %d: killed %d process(es) it left behind",
