@@ -339,53 +339,39 @@ def test_console_follows_a_run_until_it_ends(stack: Stack) -> None:
     assert stack.run(run["id"])["status"] == "completed"
 
 
-def test_a_stopping_daemon_kills_its_runs_and_finishes_them(
-    server: ServerProcess, make_daemon: Any, tmp_path: Path
-) -> None:
-    bin_dir = install_fakes(tmp_path / "bin")
-    (tmp_path / "codex-home").mkdir()
-    computer_id, api_key = provision(server)
-    body = {"agent_key": "codex", "display_name": "Codex", "runtime": "codex"}
-    httpx.post(
-        f"{server.url}/api/agents/onboard", json={**body, "computer_id": computer_id}
-    ).raise_for_status()
-    daemon = make_daemon(
-        server,
-        "--interval",
-        "300",
-        api_key=api_key,
-        extra_env={
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "CODEX_HOME": str(tmp_path / "codex-home"),
-            "FAKE_RECORD_DIR": str(tmp_path),
-            "PAL_KILL_GRACE": "0.5",
-        },
-    )
-    message = {
-        "room": "general",
-        "sender": "alice",
-        "mentions": ["codex"],
-        "content": "[fake:grandchild] [fake:sleep=120] long",
-    }
-    httpx.post(f"{server.url}/api/messages", json=message).raise_for_status()
+@dataclass
+class Solo:
+    """A server's own daemon with the fake codex, for tests that stop or kill the daemon."""
 
-    def running() -> dict[str, Any] | None:
-        runs = httpx.get(f"{server.url}/api/runs").json()["runs"]
-        return runs[0] if runs and runs[0]["pid"] else None
+    server: ServerProcess
+    daemon: DaemonProcess
+    api_key: str
+    env: dict[str, str]
+    records: Path
 
-    run = wait_until(running, timeout=20)
-    pid_file = tmp_path / f"grandchild-{run['id']}.pid"
-    grandchild = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip()))
+    def start_long_run(self, scenario: str) -> tuple[dict[str, Any], int]:
+        """Post a message whose run sleeps and has a grandchild; returns the running run
+        (with its pid) and the grandchild's pid."""
+        message = {
+            "room": "general",
+            "sender": "alice",
+            "mentions": ["codex"],
+            "content": f"[fake:grandchild] {scenario} [fake:sleep=120] long",
+        }
+        httpx.post(f"{self.server.url}/api/messages", json=message).raise_for_status()
 
-    assert daemon.terminate() == 0
-    finished = httpx.get(f"{server.url}/api/runs/{run['id']}").json()["run"]
-    assert (finished["status"], finished["error"]) == ("killed", "killed: the daemon stopped")
-    wait_until(lambda: gone(run["pid"]) and gone(grandchild), timeout=5)
+        def running() -> dict[str, Any] | None:
+            runs = httpx.get(f"{self.server.url}/api/runs").json()["runs"]
+            return runs[0] if runs and runs[0]["pid"] else None
+
+        run: dict[str, Any] = wait_until(running, timeout=20)
+        pid_file = self.records / f"grandchild-{run['id']}.pid"
+        grandchild = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip()))
+        return run, grandchild
 
 
-def test_a_daemon_restarted_after_a_crash_kills_what_its_runs_left_running(
-    server: ServerProcess, make_daemon: Any, tmp_path: Path
-) -> None:
+@pytest.fixture
+def solo(server: ServerProcess, make_daemon: Any, tmp_path: Path) -> Solo:
     bin_dir = install_fakes(tmp_path / "bin")
     (tmp_path / "codex-home").mkdir()
     computer_id, api_key = provision(server)
@@ -399,27 +385,28 @@ def test_a_daemon_restarted_after_a_crash_kills_what_its_runs_left_running(
         "FAKE_RECORD_DIR": str(tmp_path),
         "PAL_KILL_GRACE": "0.5",
     }
-    first = make_daemon(server, "--interval", "300", api_key=api_key, extra_env=env)
-    message = {
-        "room": "general",
-        "sender": "alice",
-        "mentions": ["codex"],
-        "content": "[fake:grandchild] [fake:ignore_sigterm] [fake:sleep=120] long",
-    }
-    httpx.post(f"{server.url}/api/messages", json=message).raise_for_status()
+    daemon = make_daemon(server, "--interval", "300", api_key=api_key, extra_env=env)
+    return Solo(server, daemon, api_key, env, tmp_path)
 
-    def running() -> dict[str, Any] | None:
-        runs = httpx.get(f"{server.url}/api/runs").json()["runs"]
-        return runs[0] if runs and runs[0]["pid"] else None
 
-    run = wait_until(running, timeout=20)
-    pid_file = tmp_path / f"grandchild-{run['id']}.pid"
-    grandchild = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip()))
-    wait_until(lambda: list((first.home / "runs").glob("*.json")))
+def test_a_stopping_daemon_kills_its_runs_and_finishes_them(solo: Solo) -> None:
+    run, grandchild = solo.start_long_run("")
+    assert solo.daemon.terminate() == 0
+    finished = httpx.get(f"{solo.server.url}/api/runs/{run['id']}").json()["run"]
+    assert (finished["status"], finished["error"]) == ("killed", "killed: the daemon stopped")
+    wait_until(lambda: gone(run["pid"]) and gone(grandchild), timeout=5)
 
-    first.kill()  # kill -9: the daemon cleans up nothing
+
+def test_a_daemon_restarted_after_a_crash_kills_what_its_runs_left_running(
+    solo: Solo, make_daemon: Any
+) -> None:
+    run, grandchild = solo.start_long_run("[fake:ignore_sigterm]")
+    records = solo.daemon.home / "runs"
+    wait_until(lambda: list(records.glob("*.json")))
+
+    solo.daemon.kill()  # kill -9: the daemon cleans up nothing
     assert not gone(run["pid"]) and not gone(grandchild)
 
-    make_daemon(server, "--interval", "300", api_key=api_key, extra_env=env)
+    make_daemon(solo.server, "--interval", "300", api_key=solo.api_key, extra_env=solo.env)
     wait_until(lambda: gone(run["pid"]) and gone(grandchild), timeout=10)
-    assert not list((first.home / "runs").glob("*.json"))
+    assert not list(records.glob("*.json"))
