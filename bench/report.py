@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import operator
+import sys
+import traceback
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +101,45 @@ def format_table(figures: list[Figure]) -> str:
     failed = [f for f in judged if not f.passed]
     lines += ["", f"{len(judged) - len(failed)} of {len(judged)} targets met."]
     return "\n".join(lines)
+
+
+def run_and_report(
+    bench: Callable[[Any, list[Figure], ExitStack], None],
+    args: Any,
+    *,
+    fail_on_miss: bool = False,
+) -> int:
+    """Run ``bench(args, figures, stack)``, print the figures, write them to ``args.output``.
+    Returns 2 when a measurement could not be taken, 1 for a missed target when
+    ``fail_on_miss``, else 0."""
+    from load import MeasurementError
+
+    figures: list[Figure] = []
+    status = 0
+    error = None
+    try:
+        with ExitStack() as stack:
+            bench(args, figures, stack)
+    except MeasurementError as exc:
+        error, status = str(exc), 2
+    except Exception as exc:
+        traceback.print_exc()
+        error, status = f"{type(exc).__name__}: {exc}", 2
+    print(format_table(figures))
+    write_json(
+        args.output,
+        {
+            "figures": [f.as_json() for f in figures],
+            "error": error,
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        },
+    )
+    print(f"\nresults: {args.output}", flush=True)
+    if error:
+        print(f"\nerror: a measurement could not be taken: {error}", file=sys.stderr)
+    elif fail_on_miss and any(f.passed is False for f in figures):
+        status = 1
+    return status
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -43,7 +43,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +53,7 @@ import psutil
 
 from daemons import cpu_s, percentile, provision, rss_mb, served, wait_for
 from load import MeasurementError
-from report import Figure, format_table, write_json
+from report import Figure, run_and_report
 from server import ServerProcess, free_port, server_env, start_server
 
 HERE = Path(__file__).resolve().parent
@@ -663,33 +662,7 @@ def bench(args: argparse.Namespace, figures: list[Figure], stack: ExitStack) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    figures: list[Figure] = []
-    status = 0
-    error = None
-    try:
-        with ExitStack() as stack:
-            bench(args, figures, stack)
-    except MeasurementError as exc:
-        error, status = str(exc), 2
-    except Exception as exc:
-        traceback.print_exc()
-        error, status = f"{type(exc).__name__}: {exc}", 2
-    print(format_table(figures))
-    write_json(
-        args.output,
-        {
-            "figures": [f.as_json() for f in figures],
-            "error": error,
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        },
-    )
-    print(f"\nresults: {args.output}", flush=True)
-    if error:
-        print(f"\nerror: a measurement could not be taken: {error}", file=sys.stderr)
-    elif any(f.passed is False for f in figures):
-        status = 1
-    return status
+    return run_and_report(bench, parse_args(argv), fail_on_miss=True)
 
 
 if __name__ == "__main__":
