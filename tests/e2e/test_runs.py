@@ -287,6 +287,14 @@ def test_output_is_visible_while_the_run_is_still_running(stack: Stack) -> None:
     stack.wait_run(room, "killed", timeout=KILL_GRACE + 15)
 
 
+def test_a_message_too_long_for_a_command_line_still_runs(stack: Stack) -> None:
+    room = stack.room()
+    stack.send(room, "字" * 60_000)  # 180 KB of UTF-8: over Linux's 128 KiB per argument
+    [run] = stack.wait_run(room, "completed")
+    [record] = stack.recorded(run["id"])
+    assert "pal cli messages show" in record["argv"][-1]
+
+
 def test_a_failing_runtime_fails_the_run_with_its_exit_code(stack: Stack) -> None:
     room = stack.room()
     stack.send(room, "[fake:no_reply] [fake:exit=3] broken")

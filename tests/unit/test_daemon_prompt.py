@@ -50,3 +50,16 @@ def test_the_prompt_quotes_recent_context_and_keeps_threads_and_topics() -> None
 def test_answers_go_to_the_thread_root() -> None:
     assert thread_root(message()) == 12
     assert thread_root(message(parent_id=3)) == 3
+
+
+def test_a_prompt_too_big_for_a_command_line_drops_context_then_cuts_the_message() -> None:
+    context = [{"id": i, "sender": "bob", "content": "c" * 1000} for i in range(10)]
+    huge = message(content="字" * 65_536)  # 3 bytes each: 196 KiB
+    prompt = build_prompt(agent=AGENT, message=huge, context=context, run_id=1, max_bytes=100_000)
+    assert len(prompt.encode()) <= 100_000
+    assert "Recent messages" not in prompt
+    assert "read it whole with `pal cli messages show 12`" in prompt
+    assert 'pal cli send "your answer"' in prompt  # how to answer is never cut
+    small = build_prompt(agent=AGENT, message=message(), context=context, run_id=1, max_bytes=8000)
+    assert "[9] bob" in small and "[0] bob" not in small  # the newest context stays
+    assert len(small.encode()) <= 8000

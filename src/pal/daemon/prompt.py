@@ -3,6 +3,7 @@ conversation, the run id, and how to answer with ``pal cli send``."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,10 @@ CONTEXT_MESSAGES = 10
 """How many earlier messages of the room (same topic) the prompt quotes."""
 CONTEXT_CHARS = 2000
 """Each quoted earlier message is cut to this many characters."""
+MAX_PROMPT_BYTES = 100_000 if sys.platform != "win32" else 24_000
+"""The prompt travels as one command-line argument: Linux refuses one over 128 KiB
+(MAX_ARG_STRLEN) and Windows a whole command line over 32,767 characters. A longer prompt
+loses its context, then the end of the message (the agent is told how to read it whole)."""
 
 
 def thread_root(message: dict[str, Any]) -> int:
@@ -39,9 +44,34 @@ def build_prompt(
     context: Sequence[dict[str, Any]],
     run_id: int,
     reason: str | None = None,
+    max_bytes: int = MAX_PROMPT_BYTES,
 ) -> str:
     """The prompt for the run ``run_id`` of ``agent`` answering ``message``; ``context`` is
-    the room's messages before it, oldest first."""
+    the room's messages before it, oldest first. At most ``max_bytes`` of UTF-8."""
+    prompt = _prompt(agent, message, context, run_id, reason)
+    while len(prompt.encode()) > max_bytes and context:
+        context = context[1:]  # the oldest context goes first
+        prompt = _prompt(agent, message, context, run_id, reason)
+    excess = len(prompt.encode()) - max_bytes
+    if excess > 0:
+        content = str(message["content"]).encode()
+        note = (
+            f"\n[… cut here: the message is longer; read it whole with "
+            f"`pal cli messages show {message['id']}`]"
+        )
+        keep = max(0, len(content) - excess - len(note.encode()))
+        cut = content[:keep].decode(errors="ignore") + note
+        prompt = _prompt(agent, {**message, "content": cut}, context, run_id, reason)
+    return prompt
+
+
+def _prompt(
+    agent: dict[str, Any],
+    message: dict[str, Any],
+    context: Sequence[dict[str, Any]],
+    run_id: int,
+    reason: str | None,
+) -> str:
     key = agent["key"]
     name = agent.get("display_name") or key
     lines = [
