@@ -115,7 +115,7 @@ def describe_health(payload: DaemonHealth, daemon_url: str) -> str:
     return f"{daemon}\nserver: {state}"
 
 
-app.command("send")(messages.run_post)
+app.command("send")(messages.post)
 app.command("health")(health)
 app.command("chats")(rooms.chats)
 app.command("runs")(runs.runs)

@@ -11,7 +11,6 @@ import typer
 
 from pal.cli import output
 from pal.cli.console.context import AsJson, connect
-from pal.cli.console.rooms import Room
 from pal.client import Delivery, Message, MessageList, Posted
 
 After = Annotated[int, typer.Option("--after", min=0, help="Only messages with a larger id.")]
@@ -132,30 +131,6 @@ def send(
 
 
 def post(
-    ctx: typer.Context,
-    room: Room,
-    sender: Sender,
-    text: Annotated[
-        str | None, typer.Argument(metavar="TEXT", help="The message text, or use --file.")
-    ] = None,
-    mention: Mentions = None,
-    parent: ReplyTo = None,
-    topic: Topic = None,
-    file: Annotated[
-        Path | None,
-        typer.Option("--file", metavar="PATH", help="Send this UTF-8 text file's content."),
-    ] = None,
-    as_json: AsJson = False,
-) -> None:
-    """Send a message (TEXT or a file's content) to a room; mentioned agents get a delivery."""
-    content = _content(text, file)
-    payload = connect(ctx).post_message(
-        room, sender, content, mentions=mention or (), parent=parent, topic=topic
-    )
-    print_posted(payload, as_json)
-
-
-def run_post(
     ctx: typer.Context,
     text: Annotated[
         str | None, typer.Argument(metavar="TEXT", help="The message text, or use --file.")
