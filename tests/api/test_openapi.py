@@ -6,7 +6,10 @@ from __future__ import annotations
 import pytest
 
 EXPECTED = [
+    ("get", "/"),
     ("get", "/health"),
+    ("get", "/api/events"),
+    ("get", "/api/workbench/unread"),
     ("get", "/api/chats"),
     ("get", "/api/rooms"),
     ("post", "/api/rooms"),
@@ -14,6 +17,7 @@ EXPECTED = [
     ("get", "/api/rooms/{room}/members"),
     ("get", "/api/rooms/{room}/mentionables"),
     ("post", "/api/rooms/{room}/agents"),
+    ("get", "/api/rooms/{room}/topics"),
     ("post", "/api/rooms/{room}/topics"),
     ("get", "/api/messages"),
     ("post", "/api/messages"),
@@ -69,6 +73,12 @@ def spec(client):
 def test_openapi_lists_every_endpoint(spec):
     missing = [(m, p) for m, p in EXPECTED if m not in spec["paths"].get(p, {})]
     assert not missing
+
+
+def test_openapi_describes_the_event_stream(spec):
+    stream = spec["paths"]["/api/events"]["get"]
+    assert "text/event-stream" in stream["responses"]["200"]["content"]
+    assert {p["name"] for p in stream["parameters"]} == {"kinds", "after", "last-event-id"}
 
 
 def test_openapi_describes_the_message_body(spec):

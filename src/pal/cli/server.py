@@ -20,6 +20,7 @@ def serve(
     import uvicorn
 
     from pal.server.app import create_app, open_store
+    from pal.server.serving import StreamEndingServer
 
     try:
         overrides: dict[str, object] = {}
@@ -40,7 +41,7 @@ def serve(
         f"pal server on http://{settings.host}:{settings.port} (db: {describe(settings.db_url)})",
         err=True,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -48,6 +49,7 @@ def serve(
         access_log=False,
         lifespan="on",
     )
+    StreamEndingServer(config, app.state.hub).run()
     database.close()
 
 

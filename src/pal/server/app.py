@@ -12,12 +12,13 @@ from fastapi import FastAPI
 
 import pal
 from pal.config import Settings, ensure_home
-from pal.server import errors, liveness
+from pal.server import errors, liveness, web
 from pal.server.api import (
     agents,
     computers,
     daemon_ws,
     deliveries,
+    events,
     health,
     messages,
     rooms,
@@ -44,6 +45,8 @@ ROUTERS = (
     daemon_ws.router,
     runs.router,
     sessions.router,
+    events.router,
+    web.router,
 )
 
 
@@ -70,6 +73,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         try:
             yield
         finally:
+            app.state.hub.close()  # ends the event streams still open
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
@@ -92,4 +96,5 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    web.install(app)
     return app

@@ -158,3 +158,47 @@ def inbox(
         .limit(limit)
     )
     return as_dicts(conn.execute(query))
+
+
+# -- what the workbench shows per room ---------------------------------------------------------
+
+UNREAD_CAP = 1000
+_NEWER = (
+    sa.select(messages.c.id)
+    .where(messages.c.room_id == sa.bindparam("room_id"), messages.c.id > sa.bindparam("after"))
+    .limit(sa.bindparam("cap"))
+    .subquery()
+)
+_UNREAD = sa.select(sa.func.count()).select_from(_NEWER)
+_LAST_IN_ROOM = sa.select(sa.func.max(messages.c.id)).where(
+    messages.c.room_id == sa.bindparam("room_id")
+)
+
+
+def last_message_id(conn: Connection, room_id: str) -> int | None:
+    """The newest message id in the room (None when it has none)."""
+    found = conn.execute(_LAST_IN_ROOM, {"room_id": room_id}).scalar()
+    return int(found) if found is not None else None
+
+
+def unread_counts(
+    conn: Connection, last_read: dict[str, int], cap: int = UNREAD_CAP
+) -> dict[str, int]:
+    """How many messages each room has after the last one read, at most ``cap`` (each count
+    reads at most ``cap`` index entries). ``last_read`` maps a room id or name to a message
+    id; the answer is keyed the same way, and leaves out rooms that do not exist."""
+    by_id = [ref for ref in last_read if ref.startswith("room_")]
+    by_name = [ref for ref in last_read if not ref.startswith("room_")]
+    found = conn.execute(
+        sa.select(rooms.c.id, rooms.c.name).where(
+            sa.or_(rooms.c.id.in_(by_id), rooms.c.name.in_(by_name))
+        )
+    ).all()
+    ids = {ref: room_id for room_id, name in found for ref in (room_id, name) if ref in last_read}
+    return {
+        ref: int(
+            conn.execute(_UNREAD, {"room_id": ids[ref], "after": after, "cap": cap}).scalar_one()
+        )
+        for ref, after in last_read.items()
+        if ref in ids
+    }

@@ -106,10 +106,13 @@ def _runtimes(given: list[RuntimeInfo] | None) -> list[dict[str, Any]] | None:
 
 
 @router.post("/api/computers/provision", status_code=201)
-async def provision_computer(body: Provision, request: Request, db: DB) -> dict[str, Any]:
+async def provision_computer(
+    body: Provision, request: Request, db: DB, hub: HubDep
+) -> dict[str, Any]:
     """Create a computer and its API key. The key is shown only in this answer."""
     api_key = computers_store.new_api_key()
     computer = await db.write(computers_store.create_computer, body.name, api_key)
+    hub.publish("computer", computer_id=computer["id"], status=computer["status"])
     log.info(
         "computer %s provisioned (%r)",
         computer["id"],
@@ -196,12 +199,13 @@ def _new_daemon_id(given: str | None) -> str:
 
 @router.post("/api/computers/connect")
 async def connect(
-    body: Connect, computer: CurrentComputer, db: DB, settings: SettingsDep
+    body: Connect, computer: CurrentComputer, db: DB, hub: HubDep, settings: SettingsDep
 ) -> dict[str, Any]:
     """A daemon starts: the computer is ``online``; the answer names the daemon and lists
     the agents assigned to the computer."""
     daemon_id = _new_daemon_id(body.daemon_id)
     result = await db.write(_connected, computer["id"], body, daemon_id)
+    hub.publish("computer", computer_id=computer["id"], status="online")
     return _connect_answer(result, settings.heartbeat_grace)
 
 

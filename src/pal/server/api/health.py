@@ -1,4 +1,4 @@
-"""GET /health."""
+"""GET /health, and the JSON index that ``GET /`` answers to API clients (pal.server.web)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ def _ping(conn: Any) -> int:
     return int(conn.exec_driver_sql("SELECT 1").scalar_one())
 
 
-@router.get("/")
-async def index() -> dict[str, Any]:
-    """Where to go from here: the API description and its interactive docs."""
+def index() -> dict[str, Any]:
+    """Where to go from here: the workbench, the API description and its interactive docs."""
     return {
         "name": "pal",
         "version": pal.__version__,

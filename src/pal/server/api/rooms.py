@@ -12,6 +12,7 @@ from pal.errors import Invalid
 from pal.server.api.fields import AgentKey, Body, JSONObject, Mode, RoomName
 from pal.server.deps import DB, HubDep
 from pal.store import agents as agents_store
+from pal.store import messages as messages_store
 from pal.store import rooms as rooms_store
 
 router = APIRouter(tags=["rooms"])
@@ -41,13 +42,14 @@ async def list_rooms(db: DB) -> dict[str, Any]:
 
 
 @router.post("/api/rooms", status_code=201)
-async def create_room(body: RoomCreate, db: DB) -> dict[str, Any]:
+async def create_room(body: RoomCreate, db: DB, hub: HubDep) -> dict[str, Any]:
     _validate_settings(body.settings)
     room = await db.write(
         lambda conn: rooms_store.create_room(
             conn, body.name, kind=body.kind, settings=body.settings
         )
     )
+    hub.publish("room", room_id=room["id"])
     return {"room": room}
 
 
@@ -59,9 +61,23 @@ def _validate_settings(settings: dict[str, Any]) -> None:
 
 @router.get("/api/rooms/{room}")
 async def get_room(room: str, db: DB) -> dict[str, Any]:
+    """The room (with its newest message id) and its topics."""
+
     def read(conn: Connection) -> dict[str, Any]:
         found = rooms_store.get_room(conn, room)
+        found["last_message_id"] = messages_store.last_message_id(conn, found["id"])
         return {"room": found, "topics": rooms_store.list_topics(conn, found["id"])}
+
+    return await db.read(read)
+
+
+@router.get("/api/rooms/{room}/topics")
+async def list_topics(room: str, db: DB) -> dict[str, Any]:
+    """The room's topics, oldest first."""
+
+    def read(conn: Connection) -> dict[str, Any]:
+        found = rooms_store.get_room(conn, room)
+        return {"room": found["name"], "topics": rooms_store.list_topics(conn, found["id"])}
 
     return await db.read(read)
 
@@ -125,9 +141,11 @@ async def invite_agent(
 
 
 @router.post("/api/rooms/{room}/topics", status_code=201)
-async def create_topic(room: str, body: TopicCreate, db: DB) -> dict[str, Any]:
+async def create_topic(room: str, body: TopicCreate, db: DB, hub: HubDep) -> dict[str, Any]:
     def write(conn: Connection) -> dict[str, Any]:
         found = rooms_store.get_room(conn, room)
         return rooms_store.create_topic(conn, found["id"], body.title.strip(), body.created_by)
 
-    return {"topic": await db.write(write)}
+    topic = await db.write(write)
+    hub.publish("topic", room_id=topic["room_id"], topic_id=topic["id"])
+    return {"topic": topic}
