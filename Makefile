@@ -34,6 +34,7 @@ bench: install
 	$(PY) bench/run.py
 	$(PY) bench/daemons.py
 	$(PY) bench/runs.py
+	$(PY) bench/workbench.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis test-output

@@ -1,0 +1,1 @@
+"""Browser tests of the workbench page: Playwright driving Debian's chromium."""
