@@ -299,7 +299,10 @@ def test_a_failing_runtime_fails_the_run_with_its_exit_code(stack: Stack) -> Non
     room = stack.room()
     stack.send(room, "[fake:no_reply] [fake:exit=3] broken")
     [run] = stack.wait_run(room, "failed")
-    assert run["exit_code"] == 3 and "exit code 3" in run["error"]
+    assert run["exit_code"] == 3 and "exit code 3" in run["error"], (
+        run,
+        stack.daemon.output()[-3000:],
+    )
 
 
 def test_megabytes_of_output_arrive_whole(stack: Stack) -> None:
