@@ -377,7 +377,7 @@ class RunExecutor:
                 )
                 resume_id = None
                 continue
-            await self._remember_session(job, parser, launch.session_id, cwd)
+            await self._remember_session(job, parser, cwd)
             self._reap_later(run_id, child, forget=True)
             return self._result(active, exit_, parser)
 
@@ -445,9 +445,7 @@ class RunExecutor:
             return "killed to restart it"
         return "killed on request"
 
-    async def _remember_session(
-        self, job: Job, parser: EventParser, launched: str | None, cwd: str
-    ) -> None:
+    async def _remember_session(self, job: Job, parser: EventParser, cwd: str) -> None:
         session_id = parser.session_id or None
         if session_id is None:
             return
