@@ -56,13 +56,15 @@ expect.set_options(timeout=10_000)
 # -- the browser -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: the sync API runs an event loop in this thread while it is
+# open, and an async test that runs later in the same worker could not start its own.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     """One headless chromium for the whole session (per xdist worker)."""
     if not CHROMIUM.exists():
