@@ -6,6 +6,7 @@ one and a test keeps the two in step.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,13 @@ DEFAULT_HEARTBEAT_GRACE = 60.0
 DEFAULT_KILL_GRACE = 10.0
 # Bytes of output (stdout and stderr together) the server keeps per run: the newest.
 DEFAULT_RUN_OUTPUT_LIMIT = 8 * 1024 * 1024
+# Largest artifact the server stores, in bytes (refused while the upload streams in).
+DEFAULT_ARTIFACT_MAX_BYTES = 50 * 1024 * 1024
+# Seconds an artifact uploaded without --ttl stays served (0 = until revoked).
+DEFAULT_ARTIFACT_TTL = 30 * 24 * 3600
+# PAL_AUTH: "auto" asks for the admin token when the server binds a non-loopback address;
+# "token" always asks for it.
+AUTH_MODES = ("auto", "token")
 
 ENV_VARS: dict[str, str] = {
     "PAL_HOME": "~/.pal",
@@ -46,6 +54,10 @@ ENV_VARS: dict[str, str] = {
     "PAL_HEARTBEAT_GRACE": str(int(DEFAULT_HEARTBEAT_GRACE)),
     "PAL_KILL_GRACE": str(int(DEFAULT_KILL_GRACE)),
     "PAL_RUN_OUTPUT_LIMIT": str(DEFAULT_RUN_OUTPUT_LIMIT),
+    "PAL_AUTH": "auto",
+    "PAL_ADMIN_TOKEN": "token file fallback",
+    "PAL_ARTIFACT_MAX_BYTES": str(DEFAULT_ARTIFACT_MAX_BYTES),
+    "PAL_ARTIFACT_TTL": str(DEFAULT_ARTIFACT_TTL),
 }
 
 
@@ -75,6 +87,10 @@ class Settings:
     heartbeat_grace: float = DEFAULT_HEARTBEAT_GRACE
     kill_grace: float = DEFAULT_KILL_GRACE
     run_output_limit: int = DEFAULT_RUN_OUTPUT_LIMIT
+    auth: str = "auto"
+    admin_token: str | None = None
+    artifact_max_bytes: int = DEFAULT_ARTIFACT_MAX_BYTES
+    artifact_ttl: int = DEFAULT_ARTIFACT_TTL
 
     @property
     def is_sqlite(self) -> bool:
@@ -84,6 +100,37 @@ class Settings:
     def daemon_token_file(self) -> Path:
         """Where the daemon keeps its local API bearer token (owner-only, 0600)."""
         return self.home / "daemon.token"
+
+    @property
+    def admin_token_file(self) -> Path:
+        """Where the server keeps the admin token and the console finds it (0600)."""
+        return self.home / "admin.token"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Where uploaded artifacts are stored, one file per artifact."""
+        return self.home / "artifacts"
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the server binds only a loopback address (unreachable from other hosts)."""
+        return is_loopback(self.host)
+
+    @property
+    def token_required(self) -> bool:
+        """Whether the admin and control API asks for the admin token (DESIGN.md section 9)."""
+        return self.auth == "token" or not self.loopback_only
+
+
+def is_loopback(host: str) -> bool:
+    """``127.0.0.1``, ``::1``, ``localhost`` and the rest of 127/8; not ``0.0.0.0`` or a name."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _home(env: Mapping[str, str]) -> Path:
@@ -178,6 +225,30 @@ def _output_limit(raw: str | None) -> int:
     return limit
 
 
+def _auth(raw: str | None) -> str:
+    mode = (raw or "auto").strip().lower()
+    if mode not in AUTH_MODES:
+        raise ConfigError(
+            f"PAL_AUTH={raw!r} is not an auth mode: use auto (the admin token when the server "
+            "is reachable from other hosts) or token (always)"
+        )
+    return mode
+
+
+def _whole(name: str, raw: str | None, default: int, low: int, high: int, unit: str) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not a whole number: use {unit}, such as {default}"
+        ) from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw} is out of range: use {low}-{high} {unit}")
+    return value
+
+
 def resolve_server_url(flag: str | None, env: Mapping[str, str] | None = None) -> str:
     """The server URL for clients: ``--server``, then LOCK_SERVER_URL, then PAL_SERVER."""
     env = os.environ if env is None else env
@@ -210,6 +281,24 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "heartbeat_grace": _grace(env.get("PAL_HEARTBEAT_GRACE")),
         "kill_grace": _kill_grace(env.get("PAL_KILL_GRACE")),
         "run_output_limit": _output_limit(env.get("PAL_RUN_OUTPUT_LIMIT")),
+        "auth": _auth(env.get("PAL_AUTH")),
+        "admin_token": (env.get("PAL_ADMIN_TOKEN") or "").strip() or None,
+        "artifact_max_bytes": _whole(
+            "PAL_ARTIFACT_MAX_BYTES",
+            env.get("PAL_ARTIFACT_MAX_BYTES"),
+            DEFAULT_ARTIFACT_MAX_BYTES,
+            1024,
+            10 * 1024**3,
+            "bytes",
+        ),
+        "artifact_ttl": _whole(
+            "PAL_ARTIFACT_TTL",
+            env.get("PAL_ARTIFACT_TTL"),
+            DEFAULT_ARTIFACT_TTL,
+            0,
+            10 * 365 * 86_400,
+            "seconds",
+        ),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
