@@ -32,6 +32,7 @@ DEFAULT_ARTIFACT_TTL = 30 * 24 * 3600
 # PAL_AUTH: "auto" asks for the admin token when the server binds a non-loopback address;
 # "token" always asks for it.
 AUTH_MODES = ("auto", "token")
+TOKEN_FILE = "admin.token"  # under PAL_HOME
 
 ENV_VARS: dict[str, str] = {
     "PAL_HOME": "~/.pal",
@@ -104,7 +105,7 @@ class Settings:
     @property
     def admin_token_file(self) -> Path:
         """Where the server keeps the admin token and the console finds it (0600)."""
-        return self.home / "admin.token"
+        return self.home / TOKEN_FILE
 
     @property
     def artifacts_dir(self) -> Path:
@@ -133,7 +134,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _home(env: Mapping[str, str]) -> Path:
+def home_dir(env: Mapping[str, str]) -> Path:
+    """PAL_HOME (default ``~/.pal``), absolute."""
     raw = env.get("PAL_HOME") or "~/.pal"
     return Path(raw).expanduser().absolute()
 
@@ -261,7 +263,7 @@ def resolve_server_url(flag: str | None, env: Mapping[str, str] | None = None) -
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Read settings from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
-    home = _home(env)
+    home = home_dir(env)
     values: dict[str, object] = {
         "home": home,
         "db_url": database_url(env.get("PAL_DB", ""), home),

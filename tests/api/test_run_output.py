@@ -400,12 +400,14 @@ def _append(db, run_id, computer_id, chunks, limit):
     )
 
 
-def test_run_output_concurrent_appends_keep_the_counters_exact(pg_database):
+def test_run_output_concurrent_appends_keep_the_counters_exact(pg_database, tmp_path):
     """Appends racing on one run take turns on its row: no lost counter update, no chunk
     stored twice, and the bound holds."""
     with TestClient(
         create_app(
-            load_settings({}, db_url=pg_database.url, run_output_limit=1000),
+            load_settings(
+                {"PAL_HOME": str(tmp_path)}, db_url=pg_database.url, run_output_limit=1000
+            ),
             database=pg_database,
         )
     ) as c:
@@ -443,9 +445,12 @@ def test_run_output_concurrent_appends_keep_the_counters_exact(pg_database):
     assert rows[-1][0] == threads * per_thread - 1  # the newest chunk is kept
 
 
-def test_run_output_the_same_batch_twice_at_once_is_stored_once(pg_database):
+def test_run_output_the_same_batch_twice_at_once_is_stored_once(pg_database, tmp_path):
     with TestClient(
-        create_app(load_settings({}, db_url=pg_database.url), database=pg_database)
+        create_app(
+            load_settings({"PAL_HOME": str(tmp_path)}, db_url=pg_database.url),
+            database=pg_database,
+        )
     ) as c:
         box = make_box(pg_database)
         agent_on(c, box)

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 import pal
+from pal.config import load_settings
 from pal.server import web
 from pal.store import messages as messages_store
 from tests.helpers import make_room, post
@@ -54,6 +55,7 @@ def site(tmp_path: Path) -> TestClient:
     (static / "js" / "app.js").write_text("export const x = 1;\n")
     (static / "app.css").write_text("body { margin: 0 }\n")
     app = FastAPI()
+    app.state.settings = load_settings({"PAL_HOME": str(tmp_path / "home")})
     app.include_router(web.router)
     web.install(app, templates_dir=templates, static_dir=static)
     return TestClient(app)

@@ -76,7 +76,9 @@ def test_a_malformed_computer_file_is_replaced_and_the_note_says_so(
 ) -> None:
     class FakeClient:
         def __init__(self, url: str, token: str | None = None) -> None:
-            assert token is None  # nothing usable was saved, so nothing is tried
+            # nothing usable was saved, so no API key is tried: only the admin token (none
+            # in this home) is sent, to provision
+            assert token is None
 
         def __enter__(self) -> FakeClient:
             return self

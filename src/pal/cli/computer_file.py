@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 from typing import TypedDict
 
+from pal.admin_token import console_token
 from pal.client import ApiError, ServerClient
 from pal.config import ensure_home
 
@@ -52,7 +53,7 @@ def ensure_computer(home: Path, server_url: str) -> tuple[SavedComputer, str]:
             save_computer(path, computer)
             return computer, f"saved in {path}"
     name = machine_name()
-    with ServerClient(server_url) as client:
+    with ServerClient(server_url, token=console_token(home=home)) as client:
         made = client.provision_computer(name, server_url=server_url)
     computer = SavedComputer(
         id=made["computer"]["id"], api_key=made["api_key"], server_url=server_url

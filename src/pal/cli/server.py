@@ -19,6 +19,8 @@ def serve(
     # Imported here so that `pal console` and friends start without loading the server stack.
     import uvicorn
 
+    from pal.admin_token import ensure_token
+    from pal.server import access
     from pal.server.app import create_app, open_store
     from pal.server.serving import StreamEndingServer
 
@@ -29,18 +31,25 @@ def serve(
         if port is not None:
             overrides["port"] = port
         settings = load_settings(None, **overrides)
+        token = ensure_token(settings)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     logs.configure(settings.log_level)
     with reported_errors(settings.db_url):
         database = open_store(settings)
-    app = create_app(settings, database=database)
+    app = create_app(settings, database=database, admin_token=token)
     _tune_gc()
     typer.echo(
         f"pal server on http://{settings.host}:{settings.port} (db: {describe(settings.db_url)})",
         err=True,
     )
+    if settings.token_required:
+        where = "PAL_ADMIN_TOKEN" if settings.admin_token else str(settings.admin_token_file)
+        typer.echo(
+            f"admin token required ({access.why_required(settings)}): the token is in {where}",
+            err=True,
+        )
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -11,8 +11,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import pal
+from pal.admin_token import ensure_token
 from pal.config import Settings, ensure_home
-from pal.server import errors, liveness, web
+from pal.server import access, errors, liveness, web
 from pal.server.api import (
     agents,
     computers,
@@ -58,11 +59,15 @@ def open_store(settings: Settings) -> Database:
     return open_database(settings.db_url)
 
 
-def create_app(settings: Settings, *, database: Database | None = None) -> FastAPI:
-    """Build the server. Without ``database``, the lifespan opens (and closes) the store."""
+def create_app(
+    settings: Settings, *, database: Database | None = None, admin_token: str | None = None
+) -> FastAPI:
+    """Build the server. Without ``database``, the lifespan opens (and closes) the store;
+    without ``admin_token``, it reads (or creates) the token file (server/access.py)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.admin_token = admin_token or ensure_token(settings)
         db = database or open_store(settings)
         await db.write(rooms_store.ensure_room, rooms_store.DEFAULT_ROOM)
         app.state.db = db
@@ -93,6 +98,7 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
     app.state.settings = settings
     app.state.hub = Hub()
     app.add_middleware(DefaultJSONContentType)
+    app.add_middleware(access.AdminAuth)
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)

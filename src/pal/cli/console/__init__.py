@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from pal.admin_token import console_token
 from pal.cli.console import agents, computers, messages, rooms, runs, status
 from pal.cli.console.context import ConsoleGroup
 from pal.client import ServerClient
@@ -37,7 +38,8 @@ def console(
     ] = None,
 ) -> None:
     """Admin commands that talk to the pal server directly."""
-    ctx.obj = ctx.with_resource(ServerClient(resolve_server_url(server)))
+    url = resolve_server_url(server)
+    ctx.obj = ctx.with_resource(ServerClient(url, token=console_token()))
 
 
 app.command("health")(status.health)

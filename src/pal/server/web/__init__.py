@@ -7,6 +7,7 @@ API clients (no ``text/html`` in ``Accept``) with the JSON index instead.
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 from pathlib import Path
@@ -14,12 +15,14 @@ from typing import Annotated, Any
 
 import jinja2
 from fastapi import APIRouter, FastAPI, Query, Request
-from starlette.responses import FileResponse, HTMLResponse, Response
+from pydantic import BaseModel, Field
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 import pal
-from pal.errors import Invalid
+from pal.errors import Invalid, Unauthorized
+from pal.server import access
 from pal.server.api import health
 from pal.server.api.fields import MAX_ID, MAX_PAGE
 from pal.server.deps import DB
@@ -73,10 +76,68 @@ async def home(request: Request) -> Response:
         return ORJSONResponse(health.index())
     templates: jinja2.Environment = request.app.state.templates
     static = request.scope.get("root_path", "") + STATIC_PATH
+    settings = request.app.state.settings
+    signed_in = _signed_in(request)
+    if settings.token_required and not signed_in:
+        page = templates.get_template("login.html").render(
+            version=pal.__version__, static=static, why=access.why_required(settings)
+        )
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
     page = templates.get_template("workbench.html").render(
-        version=pal.__version__, static=static, asset=lambda path: _asset(static, path)
+        version=pal.__version__,
+        static=static,
+        asset=lambda path: _asset(static, path),
+        signed_in=signed_in,
     )
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+
+def _signed_in(request: Request) -> bool:
+    value = request.cookies.get(access.SESSION_COOKIE)
+    return value is not None and access.valid_session(request.app.state.admin_token, value)
+
+
+class Login(BaseModel):
+    token: str = Field(min_length=1, max_length=1024, description="the admin token")
+
+
+@router.post("/api/workbench/login", status_code=204, response_class=Response)
+async def login(body: Login, request: Request) -> Response:
+    """Sign the workbench in with the admin token: sets the session cookie (HttpOnly,
+    SameSite=Strict, Secure over HTTPS) for seven days."""
+    token: str = request.app.state.admin_token
+    if not hmac.compare_digest(body.token.strip().encode(), token.encode()):
+        raise Unauthorized(
+            "that is not the admin token: copy it from $PAL_HOME/admin.token on the server "
+            "(or PAL_ADMIN_TOKEN)"
+        )
+    response = Response(status_code=204)
+    response.set_cookie(
+        access.SESSION_COOKIE,
+        access.sign_session(token),
+        max_age=access.SESSION_SECONDS,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=_https(request),
+    )
+    return response
+
+
+@router.post("/api/workbench/logout", response_class=RedirectResponse, status_code=303)
+async def logout(request: Request) -> Response:
+    """Sign the workbench out (clears the session cookie) and go back to the page."""
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(
+        access.SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_https(request)
+    )
+    return response
+
+
+def _https(request: Request) -> bool:
+    """Whether the browser talks HTTPS to us: directly, or through a proxy that says so."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.url.scheme == "https" or forwarded == "https"
 
 
 def _asset(static: str, path: str) -> str:

@@ -53,6 +53,7 @@ export async function request(method, path, { params, body, quiet = false } = {}
   } catch {
     data = null;
   }
+  if (response.status === 401) signedOut();
   if (!response.ok) {
     const text = (data && typeof data.error === "string")
       ? data.error
@@ -62,6 +63,18 @@ export async function request(method, path, { params, body, quiet = false } = {}
     throw error;
   }
   return data;
+}
+
+/**
+ * The server asks for the admin token and this page has no (or no longer a) session: load
+ * the page again, which shows the sign-in form. At most once a minute, so a server that
+ * answers 401 to everything cannot make the page reload in a loop.
+ */
+function signedOut() {
+  const last = Number(sessionStorage.getItem("pal.signedOut") || 0);
+  if (Date.now() - last < 60000) return;
+  sessionStorage.setItem("pal.signedOut", String(Date.now()));
+  location.reload();
 }
 
 /**
