@@ -25,6 +25,7 @@ from tests.api.computers_helpers import (
     agent_on,
     claimed,
     computer_row,
+    hub_events,
     make_box,
     pending_delivery,
     running,
@@ -300,3 +301,24 @@ async def test_sweep_forever_logs_failures_and_keeps_sweeping(caplog):
     failures = [r for r in caplog.records if getattr(r, "action", "") == "sweep_failed"]
     assert len(failures) == 2
     assert "database went away" in failures[0].exc_text  # type: ignore[operator]
+
+
+def test_a_heartbeat_that_brings_a_computer_back_online_is_published_once(client, database):
+    box = make_box(database, status="offline", last_seen_at=utcnow() - timedelta(hours=1))
+
+    def beat(runtimes: list[dict[str, Any]] | None = None) -> None:
+        body: dict[str, Any] = {"daemon_id": box.daemon_id, "agents": []}
+        if runtimes is not None:
+            body["runtimes"] = runtimes
+        r = client.post(f"/api/computers/{box.id}/heartbeat", json=body, headers=box.headers)
+        assert r.status_code == 200, r.text
+
+    with hub_events(client) as events:
+        beat()
+        assert [(e["kind"], e["computer_id"], e["status"]) for e in events()] == [
+            ("computer", box.id, "online")
+        ]
+        beat()
+        assert events() == []  # a plain heartbeat is no news
+        beat([{"name": "codex", "available": True, "version": "0.171.0"}])
+        assert [e["kind"] for e in events()] == ["computer"]  # other runtimes are

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from tests.conftest import wait_until
 from tests.e2e.conftest import start_server, stop_process
@@ -184,6 +184,22 @@ def test_mention_completion_in_the_composer(page: Page, stack: Stack, shot: Shot
     expect(page.locator("#mention-list")).to_be_hidden()
     expect(composer).to_have_value("@codex and @c")
     assert stack.messages(room) == []  # picking never sent anything
+
+
+def test_an_at_typed_before_the_mentionables_load_gets_its_choices(
+    page: Page, stack: Stack
+) -> None:
+    room = stack.room()
+    held: list[Route] = []
+    page.route(re.compile(rf"/api/rooms/{room}/mentionables"), lambda r: held.append(r))
+    composer = open_room(page, stack, room)
+    composer.press_sequentially("@co")
+    wait_until(lambda: page.evaluate("1") and held, timeout=10)  # evaluate pumps events
+    expect(page.locator("#mention-list")).to_be_hidden()  # nothing to offer yet
+    held[0].continue_()
+    expect(page.locator('#mention-list li[data-key="codex"]')).to_be_visible()
+    composer.press("Tab")
+    expect(composer).to_have_value("@codex ")
 
 
 def test_change_a_members_mode(page: Page, stack: Stack, shot: Shot) -> None:

@@ -211,7 +211,12 @@ async def connect(
 
 @router.post("/api/computers/{computer_id}/heartbeat")
 async def heartbeat(
-    computer_id: str, body: Heartbeat, computer: CurrentComputer, db: DB, settings: SettingsDep
+    computer_id: str,
+    body: Heartbeat,
+    computer: CurrentComputer,
+    db: DB,
+    hub: HubDep,
+    settings: SettingsDep,
 ) -> dict[str, Any]:
     """Liveness, lease renewal, assignments and control requests, in one transaction.
 
@@ -239,7 +244,13 @@ async def heartbeat(
             "lease_until": lease_until,
         }
 
-    return await db.write(write)
+    answer = await db.write(write)
+    seen = answer["computer"]
+    # Only a change is news (back online without a new connect, other runtimes found):
+    # the workbench shows it live, and a plain heartbeat publishes nothing.
+    if (seen["status"], seen["runtimes"]) != (computer["status"], computer["runtimes"]):
+        hub.publish("computer", computer_id=computer_id, status=seen["status"])
+    return answer
 
 
 def _legacy(conn: Connection, body: LegacyRegister, daemon_id: str) -> dict[str, Any]:

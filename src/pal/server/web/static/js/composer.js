@@ -271,5 +271,9 @@ export function createComposer(options) {
       grow();
     },
     draft: () => textarea.value,
+    /** The mentionables changed (they load after the room): show choices for an @ typed meanwhile. */
+    mentionablesChanged() {
+      if (document.activeElement === textarea) updateChoices();
+    },
   };
 }

@@ -244,7 +244,9 @@ export function createRoomView(hooks) {
     if (!name) return;
     const mine = generation;
     const data = await get(`/api/rooms/${seg(name)}/mentionables`, undefined, { quiet: true });
-    if (mine === generation) mentionables = data.mentionables;
+    if (mine !== generation) return;
+    mentionables = data.mentionables;
+    composer.mentionablesChanged();
   }
 
   function showMissing(name) {
