@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any, Literal, NotRequired, TypedDict, cast
+from typing import Any, BinaryIO, Literal, NotRequired, TypedDict, cast
 from urllib.parse import quote
 
 import httpx
@@ -385,6 +385,45 @@ class SessionList(TypedDict):
     sessions: list[Session]
 
 
+class Artifact(TypedDict):
+    """An uploaded file; ``url`` serves it until it expires or is revoked (then 410)."""
+
+    id: str
+    title: str
+    mime: str
+    size: int
+    sha256: str
+    created_by: str | None
+    room_id: str | None
+    room: str | None
+    run_id: int | None
+    computer_id: str | None
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+    removed_at: str | None
+    status: Literal["active", "expired", "revoked"]
+    url: str
+
+
+class ArtifactShown(TypedDict):
+    artifact: Artifact
+
+
+class ArtifactList(TypedDict):
+    artifacts: list[Artifact]
+    max_bytes: int
+    default_ttl: int
+
+
+class ArtifactCleanup(TypedDict):
+    removed: int
+    expired: int
+    revoked: int
+    bytes_freed: int
+    leftovers: int
+
+
 class DaemonState(TypedDict):
     computer_id: str | None
     daemon_id: str | None
@@ -478,9 +517,13 @@ class ServerClient:
         *,
         params: dict[str, Any] | None = None,
         json: dict[str, Any] | None = None,
+        content: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         try:
-            response = self._http.request(method, path, params=params, json=json)
+            response = self._http.request(
+                method, path, params=params, json=json, content=content, headers=headers
+            )
         except httpx.TransportError as exc:
             raise ServerUnreachable(self.base_url, _transport_reason(exc, self.timeout)) from exc
         if not response.is_success:
@@ -796,6 +839,51 @@ class ServerClient:
         params = _given(agent=agent, room=room)
         return cast(SessionList, self._request("GET", "/api/sessions", params=params))
 
+    # -- artifacts ---------------------------------------------------------------------------
+
+    def upload_artifact(
+        self,
+        content: BinaryIO | Iterable[bytes] | bytes,
+        *,
+        title: str,
+        mime: str,
+        ttl: int | None = None,
+        created_by: str | None = None,
+        room: str | None = None,
+        size: int | None = None,
+    ) -> ArtifactShown:
+        """``POST /api/artifacts``: ``content`` (a file opened for reading is sent in pieces,
+        never read whole) becomes an artifact; ``ttl`` seconds (0: until revoked, default:
+        the server's PAL_ARTIFACT_TTL). ``size`` is sent as the content-length."""
+        params = _given(title=title, mime=mime, ttl=ttl, created_by=created_by, room=room)
+        headers = {"content-type": mime}
+        if size is not None:
+            headers["content-length"] = str(size)
+        answer = self._request(
+            "POST", "/api/artifacts", params=params, content=content, headers=headers
+        )
+        return cast(ArtifactShown, answer)
+
+    def list_artifacts(self, *, before: str | None = None, limit: int = 50) -> ArtifactList:
+        """``GET /api/artifacts``: newest first, and the server's ``max_bytes`` and
+        ``default_ttl``."""
+        params = _given(before=before, limit=limit)
+        return cast(ArtifactList, self._request("GET", "/api/artifacts", params=params))
+
+    def get_artifact(self, artifact_id: str) -> ArtifactShown:
+        """``GET /api/artifacts/<id>``."""
+        return cast(ArtifactShown, self._request("GET", f"/api/artifacts/{_segment(artifact_id)}"))
+
+    def revoke_artifact(self, artifact_id: str) -> ArtifactShown:
+        """``POST /api/artifacts/<id>/revoke``: its URL answers 410 from now on."""
+        path = f"/api/artifacts/{_segment(artifact_id)}/revoke"
+        return cast(ArtifactShown, self._request("POST", path))
+
+    def cleanup_artifacts(self) -> ArtifactCleanup:
+        """``POST /api/artifacts/cleanup``: delete the files of expired and revoked
+        artifacts now."""
+        return cast(ArtifactCleanup, self._request("POST", "/api/artifacts/cleanup"))
+
 
 class DaemonClient(ServerClient):
     """The server API through a daemon's local API, which forwards ``/api/*`` to its server
@@ -824,9 +912,13 @@ class DaemonClient(ServerClient):
         *,
         params: dict[str, Any] | None = None,
         json: dict[str, Any] | None = None,
+        content: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         try:
-            return super()._request(method, path, params=params, json=json)
+            return super()._request(
+                method, path, params=params, json=json, content=content, headers=headers
+            )
         except ServerUnreachable as exc:
             raise DaemonUnreachable(self.base_url, exc.reason) from None
         except ApiError as exc:

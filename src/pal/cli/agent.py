@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from pal.cli import output
-from pal.cli.console import messages, rooms, runs, topics
+from pal.cli.console import artifacts, messages, rooms, runs, topics
 from pal.cli.console.context import ConsoleGroup, connect
 from pal.client import DaemonClient, DaemonHealth
 from pal.config import ConfigError, load_settings
@@ -39,6 +39,10 @@ rooms_app = typer.Typer(
 )
 topics_app = typer.Typer(help="Create topics inside a room.", no_args_is_help=True)
 messages_app = typer.Typer(help="List or show messages.", no_args_is_help=True)
+http_app = typer.Typer(
+    help="Share files over HTTP: upload one as an artifact and get its URL.",
+    no_args_is_help=True,
+)
 
 
 @app.callback()
@@ -123,6 +127,7 @@ app.command("run-action")(runs.run_action)
 app.add_typer(rooms_app, name="rooms")
 app.add_typer(topics_app, name="topics")
 app.add_typer(messages_app, name="messages")
+app.add_typer(http_app, name="http")
 rooms_app.command("list")(rooms.chats)
 rooms_app.command("members")(rooms.members)
 rooms_app.command("invite")(rooms.invite)
@@ -130,3 +135,4 @@ rooms_app.command("restart-agent")(rooms.restart_agent)
 topics_app.command("create")(topics.create)
 messages_app.command("list")(messages.list_messages)
 messages_app.command("show")(messages.show)
+http_app.command("file")(artifacts.upload)

@@ -8,7 +8,12 @@ credential and the answer relayed as it is (503 when the server cannot be reache
 
 A request with a run's credential acts for that run: ``POST /api/messages`` defaults the
 room, topic and thread to the delivery's and the sender to the run's agent, and refuses
-another sender (403); the daemon protocol (claims, run reports, computers) is refused (403).
+another sender (403); ``POST /api/artifacts`` gets ``created_by`` (the run's agent, another
+is 403), ``run_id`` and, unless given, ``room`` (the run's); the daemon protocol (claims,
+run reports, computers) is refused (403).
+
+An artifact upload's body is streamed through to the server as it arrives (with its
+content-length), never held in memory; the server enforces its size limit.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import uvicorn
@@ -36,6 +42,7 @@ from pal.daemon.server_api import ServerApi, Unreachable, error_message
 HOST = "127.0.0.1"
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 FORWARDED_HEADERS = ("content-type", "accept")
+ARTIFACT_UPLOAD = "/api/artifacts"
 HEALTH_TIMEOUT = 5.0
 SHUTDOWN_TIMEOUT = 3
 """Seconds a stopping daemon gives local API requests still being answered."""
@@ -162,6 +169,26 @@ def _as_run(run: RunScope, body: bytes) -> bytes | JSONResponse:
     return json.dumps(message).encode()
 
 
+def _artifact_query(run: RunScope, query: bytes) -> bytes | JSONResponse:
+    """A run's ``POST /api/artifacts`` query with the run's agent, run and (by default)
+    room, or a 403 answer when it names another agent or run."""
+    params = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    for name, value in params:
+        if name == "created_by" and value != run.agent_key:
+            return _error(
+                403,
+                f"run {run.run_id} is a run of agent {run.agent_key!r}: its artifacts are "
+                f"created by {run.agent_key!r}, not {value!r}",
+            )
+        if name == "run_id" and value != str(run.run_id):
+            return _error(403, f"this is run {run.run_id}: it cannot upload for run {value!r}")
+    kept = [(k, v) for k, v in params if k not in ("created_by", "run_id")]
+    kept += [("created_by", run.agent_key), ("run_id", str(run.run_id))]
+    if not any(k == "room" for k, _ in kept):
+        kept.append(("room", run.room_id))
+    return urlencode(kept).encode()
+
+
 def create_local_app(
     api: ServerApi, token: str, describe: Describe, runs: RunCredentials | None = None
 ) -> ASGIApp:
@@ -189,27 +216,43 @@ def create_local_app(
             # the server would resolve them, reaching paths outside /api/ (also %2e%2e)
             return _error(404, f"no such local API path {scope['path']!r}: no '.' or '..' parts")
         target = scope.get("raw_path") or scope["path"].encode()
-        if scope["query_string"]:
-            target += b"?" + scope["query_string"]
+        query: bytes = scope["query_string"]
         headers = {k: v for k in FORWARDED_HEADERS if (v := request.headers.get(k))}
-        body = await request.body()
+        upload = request.method == "POST" and scope["path"].rstrip("/") == ARTIFACT_UPLOAD
         run: RunScope | None = scope.get("state", {}).get("pal_run")
-        if run is not None:
-            if _daemon_only(request.method, scope["path"]):
-                return _error(
-                    403,
-                    f"{request.method} {scope['path']} is the daemon's own protocol: "
-                    "a run's credential cannot use it",
-                )
-            if request.method == "POST" and scope["path"].rstrip("/") == "/api/messages":
-                rewritten = _as_run(run, body)
+        if run is not None and _daemon_only(request.method, scope["path"]):
+            return _error(
+                403,
+                f"{request.method} {scope['path']} is the daemon's own protocol: "
+                "a run's credential cannot use it",
+            )
+        if run is not None and upload:
+            scoped = _artifact_query(run, query)
+            if isinstance(scoped, Response):
+                return scoped
+            query = scoped
+        if query:
+            target += b"?" + query
+        content: Any
+        if upload:  # the file streams through as it comes, with its declared length
+            content = request.stream()
+            if length := request.headers.get("content-length"):
+                headers["content-length"] = length
+        else:
+            content = await request.body() or None
+            if (
+                run is not None
+                and request.method == "POST"
+                and (scope["path"].rstrip("/") == "/api/messages")
+            ):
+                rewritten = _as_run(run, content or b"")
                 if isinstance(rewritten, Response):
                     return rewritten
-                body = rewritten
+                content = rewritten
                 headers["content-type"] = "application/json"
         try:
             answer = await api.send(
-                request.method, target.decode("latin-1"), content=body or None, headers=headers
+                request.method, target.decode("latin-1"), content=content, headers=headers
             )
         except Unreachable as exc:  # "the pal daemon cannot reach the server at ...: ..."
             return _error(503, f"the pal daemon {exc.message}")

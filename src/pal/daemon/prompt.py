@@ -97,7 +97,8 @@ def _prompt(
         f"It posts as {key} in this room, in the thread of message {thread_root(message)}.",
         "For long text use `pal cli send --file PATH`; add `--mention KEY` to bring in "
         "another agent. `pal cli messages list --room "
-        f'"{message["room"]}"` shows the conversation.',
+        f'"{message["room"]}"` shows the conversation. To share a file (a report, a page), '
+        "run `pal cli http file PATH --title TITLE` and put the URL it prints in your answer.",
         "A reply is only a message: your run ends when you exit, so answer before you finish.",
     ]
     return "\n".join(lines) + "\n"

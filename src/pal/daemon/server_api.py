@@ -13,6 +13,7 @@ Three kinds of failure, because the daemon reacts differently to each:
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
 from typing import Any, cast
 
 import httpx
@@ -96,7 +97,7 @@ class ServerApi:
         path: str,
         *,
         params: Any = None,
-        content: bytes | None = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> httpx.Response:

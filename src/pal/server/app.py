@@ -13,9 +13,10 @@ from fastapi import FastAPI
 import pal
 from pal.admin_token import ensure_token
 from pal.config import Settings, ensure_home
-from pal.server import access, errors, liveness, web
+from pal.server import access, artifact_files, errors, liveness, web
 from pal.server.api import (
     agents,
+    artifacts,
     computers,
     daemon_ws,
     deliveries,
@@ -46,6 +47,7 @@ ROUTERS = (
     daemon_ws.router,
     runs.router,
     sessions.router,
+    artifacts.router,
     events.router,
     web.router,
 )
@@ -74,14 +76,18 @@ def create_app(
         sweeper = asyncio.create_task(
             liveness.sweep_forever(db, app.state.hub, settings.heartbeat_grace)
         )
+        cleaner = asyncio.create_task(artifact_files.cleanup_forever(db, settings, app.state.hub))
         log.info("pal server ready (%s)", db.dialect, extra={"action": "server_ready"})
         try:
             yield
         finally:
             app.state.hub.close()  # ends the event streams still open
             sweeper.cancel()
+            cleaner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            with contextlib.suppress(asyncio.CancelledError):
+                await cleaner
             if database is None:
                 db.close()
 

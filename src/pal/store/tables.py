@@ -304,3 +304,31 @@ run_output = sa.Table(
     sa.Column("data", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
+
+# Uploaded files served at ``/artifacts/<id>`` (``store/artifacts.py``). The id is the
+# capability: random and unguessable. The file is ``PAL_HOME/artifacts/<path>``; cleanup
+# deletes the files of expired and revoked artifacts and sets ``removed_at``, keeping the row
+# so the URL keeps answering 410.
+artifacts = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("mime", sa.String(255), nullable=False),
+    sa.Column("size", BigId, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("path", sa.String(200), nullable=False),
+    # Not foreign keys: an artifact stays (and stays served) after its agent, room or run goes.
+    sa.Column("created_by", sa.String(40), nullable=True),
+    sa.Column("room_id", sa.String(40), nullable=True),
+    sa.Column("run_id", BigId, nullable=True),
+    sa.Column("computer_id", sa.String(40), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    # NULL: served until revoked (PAL_ARTIFACT_TTL or ttl 0).
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    # When cleanup deleted the file.
+    sa.Column("removed_at", UTCDateTime, nullable=True),
+    sa.Index(None, "created_at", "id"),
+    sa.Index(None, "expires_at"),
+)

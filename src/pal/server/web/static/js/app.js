@@ -5,6 +5,7 @@
 //   #/runs/<id>                                    one run and its output
 //   #/agents                                       agents
 //   #/computers                                    computers
+//   #/artifacts                                    uploaded files
 //
 // Each page module exports mount(root, params) → {update(params) → bool, unmount()}. Moving
 // between two rooms calls update() on the mounted page (the sidebar stays); anything else
@@ -18,6 +19,7 @@ import * as runs from "./runs.js";
 import * as run from "./run.js";
 import * as agents from "./agents.js";
 import * as computers from "./computers.js";
+import * as artifacts from "./artifacts.js";
 
 const DEFAULT_ROOM = "general";
 
@@ -27,6 +29,7 @@ const ROUTES = [
   { pattern: /^\/runs$/, page: runs, nav: "runs", params: () => ({}) },
   { pattern: /^\/agents$/, page: agents, nav: "agents", params: () => ({}) },
   { pattern: /^\/computers$/, page: computers, nav: "computers", params: () => ({}) },
+  { pattern: /^\/artifacts$/, page: artifacts, nav: "artifacts", params: () => ({}) },
 ];
 
 let current = null; // {page, view}

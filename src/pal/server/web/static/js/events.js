@@ -17,6 +17,7 @@ const KINDS = [
   "run_output",
   "computer",
   "computer_revoked",
+  "artifact",
 ];
 const SHOW_RECONNECTING_MS = 1500;
 const MAX_BACKOFF_MS = 15000;
