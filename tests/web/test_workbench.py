@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from playwright.sync_api import Locator, Page, Route, expect
+from playwright.sync_api import APIResponse, Locator, Page, Route, expect
 
 from tests.conftest import wait_until
 from tests.e2e.conftest import start_server, stop_process
@@ -340,6 +340,34 @@ def test_agents_page_lists_and_creates_agents(page: Page, stack: Stack, shot: Sh
     expect(page.locator('#agents tr[data-agent="helper-web"]')).to_be_visible()
     assert stack.api("GET", "/api/agents/helper-web")["agent"]["key"] == "helper-web"
     shot(page)
+
+
+def test_a_load_in_flight_does_not_drop_an_agent_just_created(page: Page, stack: Stack) -> None:
+    """A live event reloads the list; an answer read before the create must not undo it."""
+    page.goto(f"{stack.url}/#/agents")
+    expect(page.locator('#agents tr[data-agent="codex"]')).to_be_visible()
+    held: list[tuple[Route, APIResponse]] = []
+
+    def hold(route: Route) -> None:
+        if route.request.method != "GET":
+            route.continue_()
+            return
+        held.append((route, route.fetch()))  # read now, answer later: a stale list
+
+    page.route("**/api/agents", hold)
+    stack.api("POST", "/api/agents/onboard", json={"key": "spare", "runtime": "codex"})
+    stack.api("POST", "/api/agents/spare/assignment", json={"computer_id": stack.computer_id})
+    # Route handlers run while Playwright is called: give it turns until the reload is held.
+    wait_until(lambda: page.wait_for_timeout(20) or bool(held), timeout=10)
+
+    page.locator('[data-testid="agent-key"]').fill("made-here")
+    page.locator('[data-testid="create-agent"]').click()
+    expect(page.locator('#agents tr[data-agent="made-here"]')).to_be_visible()
+    for route, response in held:
+        route.fulfill(response=response)
+    page.unroute("**/api/agents")
+    expect(page.locator('#agents tr[data-agent="spare"]')).to_be_visible()
+    expect(page.locator('#agents tr[data-agent="made-here"]')).to_be_visible()
 
 
 def test_provision_a_computer(pages: Pages, stack: Stack, shot: Shot, tmp_path: Path) -> None:

@@ -11,8 +11,12 @@ export const RUNTIMES = ["codex", "claude", "command", "neeko", "coco"];
 
 /** Mount the page. */
 export function mount(root) {
-  const rows = new Map(); // key → {agent, tr, sig}
+  const rows = new Map(); // key → {agent, tr, sig, local}
   let computers = [];
+  // Bumped by every change made on this page; a load that started before it is stale for that
+  // row (it must neither drop an agent just created nor undo an edit just saved).
+  let writes = 0;
+  const deleted = new Map(); // key → the write that deleted it
   let closed = false;
 
   document.title = "Agents · pal";
@@ -63,7 +67,7 @@ export function mount(root) {
     create.disabled = true;
     try {
       const data = await post("/api/agents/onboard", payload);
-      upsert(data.agent);
+      upsert(data.agent, ++writes);
       toast(data.created ? `Agent ${data.agent.key} created` : `Agent ${data.agent.key} updated`,
         "info");
       key.value = name.value = description.value = "";
@@ -89,6 +93,7 @@ export function mount(root) {
   }
 
   async function load() {
+    const started = writes;
     const [data, list] = await Promise.all([
       get("/api/agents"),
       loadComputers(true).catch(() => []),
@@ -98,21 +103,27 @@ export function mount(root) {
     fillCreateComputers();
     const keys = new Set(data.agents.map((a) => a.key));
     for (const [k, entry] of rows) {
-      if (!keys.has(k)) {
+      if (!keys.has(k) && entry.local <= started) {
         entry.tr.remove();
         rows.delete(k);
       }
     }
-    for (const agent of data.agents) upsert(agent);
+    for (const agent of data.agents) {
+      const local = Math.max(rows.get(agent.key)?.local ?? 0, deleted.get(agent.key) ?? 0);
+      if (local <= started) upsert(agent);
+    }
     empty.hidden = rows.size > 0;
   }
   const reload = coalesce(() => load().catch(() => {}), 200);
 
   /** Add or update an agent's row (kept sorted by key; a row being edited is left alone). */
-  function upsert(agent) {
+  function upsert(agent, local = 0) {
     const sig = JSON.stringify([agent, computers.find((c) => c.id === agent.computer_id)]);
     const known = rows.get(agent.key);
-    if (known && known.sig === sig) return;
+    if (known && known.sig === sig) {
+      known.local = Math.max(local, known.local);
+      return;
+    }
     if (known && known.tr.contains(document.activeElement)) return;
     const tr = row(agent);
     if (known) known.tr.replaceWith(tr);
@@ -121,7 +132,7 @@ export function mount(root) {
       if (after) rows.get(after).tr.after(tr);
       else body.prepend(tr);
     }
-    rows.set(agent.key, { agent, tr, sig });
+    rows.set(agent.key, { agent, tr, sig, local: Math.max(local, known?.local ?? 0) });
     empty.hidden = true;
   }
 
@@ -161,6 +172,7 @@ export function mount(root) {
       try {
         const data = await patch(`/api/agents/${seg(k)}`, { [fieldName]: next });
         Object.assign(agent, data.agent);
+        touch(k);
         saved(tr);
       } catch {
         input.value = agent[fieldName] ?? "";
@@ -186,6 +198,7 @@ export function mount(root) {
         const data = await post(`/api/agents/${seg(k)}/assignment`,
           { computer_id: computerSelect.value || null });
         Object.assign(agent, data.agent);
+        touch(k);
         saved(tr);
       } catch {
         computerSelect.value = agent.computer_id || "";
@@ -205,6 +218,12 @@ export function mount(root) {
       found ? `${agent.runtime} is broken on ${host.name}` : `${agent.runtime} is not on ${host.name}`);
   }
 
+  /** Mark a row as changed here, so a load already in flight leaves it alone. */
+  function touch(k) {
+    const entry = rows.get(k);
+    if (entry) entry.local = ++writes;
+  }
+
   function saved(tr) {
     tr.classList.remove("saved");
     void tr.offsetWidth;
@@ -219,6 +238,7 @@ export function mount(root) {
       const data = await del(`/api/agents/${seg(agent.key)}`);
       rows.get(agent.key)?.tr.remove();
       rows.delete(agent.key);
+      deleted.set(agent.key, ++writes);
       empty.hidden = rows.size > 0;
       toast(`Agent ${agent.key} deleted (${data.removed.memberships} memberships, `
         + `${data.removed.deliveries} deliveries)`, "info");

@@ -13,8 +13,11 @@ const POLL_MS = 5000;
 
 /** Mount the page. */
 export function mount(root) {
-  const rows = new Map(); // id → {computer, tr, sig}
+  const rows = new Map(); // id → {computer, tr, sig, local}
   let closed = false;
+  // Bumped by every change made on this page; a load that started before it is stale for that
+  // row (it must neither drop a computer just provisioned nor undo a revocation).
+  let writes = 0;
 
   document.title = "Computers · pal";
   const body = h("tbody");
@@ -56,7 +59,7 @@ export function mount(root) {
       const data = await post("/api/computers/provision", { name, server_url: serverUrl() });
       nameInput.value = "";
       showKey(data, "provisioned");
-      upsert(data.computer);
+      upsert(data.computer, ++writes);
       empty.hidden = true;
     } catch {
       // shown in the toast
@@ -101,33 +104,37 @@ export function mount(root) {
   }
 
   async function load() {
+    const started = writes;
     const data = await get("/api/computers", undefined, { quiet: rows.size > 0 });
     if (closed) return;
     const ids = new Set(data.computers.map((c) => c.id));
     for (const [id, entry] of rows) {
-      if (!ids.has(id)) {
+      if (!ids.has(id) && entry.local <= started) {
         entry.tr.remove();
         rows.delete(id);
       }
     }
-    for (const computer of data.computers) upsert(computer);
+    for (const computer of data.computers) {
+      if ((rows.get(computer.id)?.local ?? 0) <= started) upsert(computer);
+    }
     empty.hidden = rows.size > 0;
   }
 
   /** Add or update a row; only the heartbeat cell changes on every poll. */
-  function upsert(computer) {
+  function upsert(computer, local = 0) {
     const { last_seen_at: seen, ...rest } = computer;
     const sig = JSON.stringify(rest);
     const known = rows.get(computer.id);
     if (known && known.sig === sig) {
       known.computer = computer;
+      known.local = Math.max(local, known.local);
       paintSeen(known.tr, seen);
       return;
     }
     const tr = row(computer);
     if (known) known.tr.replaceWith(tr);
     else body.append(tr);
-    rows.set(computer.id, { computer, tr, sig });
+    rows.set(computer.id, { computer, tr, sig, local: Math.max(local, known?.local ?? 0) });
   }
 
   function paintSeen(tr, seen) {
@@ -175,7 +182,7 @@ export function mount(root) {
     try {
       const data = await post(`/api/computers/${seg(c.id)}/rotate`);
       showKey(data, "has a new key");
-      upsert({ ...data.computer, agents: data.computer.agents ?? c.agents });
+      upsert({ ...data.computer, agents: data.computer.agents ?? c.agents }, ++writes);
     } catch {
       // shown in the toast
     }
@@ -185,7 +192,7 @@ export function mount(root) {
     if (!window.confirm(`Revoke ${c.name}'s key? Its daemon is cut off at once.`)) return;
     try {
       const data = await post(`/api/computers/${seg(c.id)}/revoke`);
-      upsert({ ...data.computer, agents: data.computer.agents ?? c.agents });
+      upsert({ ...data.computer, agents: data.computer.agents ?? c.agents }, ++writes);
       toast(`${c.name} revoked`, "info");
     } catch {
       // shown in the toast
