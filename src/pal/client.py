@@ -109,6 +109,7 @@ class Membership(TypedDict):
     member_kind: str
     mode: str
     cursor: int
+    last_digest_at: str | None
     created_at: str
 
 
@@ -156,6 +157,7 @@ class Delivery(TypedDict):
     updated_at: str
     claimed_at: str | None
     lease_until: str | None
+    digest_after: int | None
 
 
 class Agent(TypedDict):
@@ -273,11 +275,25 @@ class MessageShown(TypedDict):
     message: Message
 
 
+class DebateTurn(TypedDict):
+    """What a posted message did to a debate (it was the awaited reply)."""
+
+    id: int
+    a: str
+    b: str
+    turn: int
+    turns: int
+    status: Literal["running", "completed"]
+    next_speaker: str | None
+    notice: Message | None
+
+
 class Posted(TypedDict):
     message: Message
     deliveries: list[Delivery]
     duplicate: bool
     suppressed: str | None
+    debate: NotRequired[DebateTurn | None]
 
 
 class Inbox(TypedDict):
@@ -424,6 +440,43 @@ class ArtifactCleanup(TypedDict):
     leftovers: int
 
 
+DebateStatus = Literal["running", "completed", "stopped"]
+
+
+class Debate(TypedDict):
+    """Two agents answering each other in the thread of ``root_message_id``."""
+
+    id: int
+    room_id: str
+    room: str
+    root_message_id: int | None
+    a: str
+    b: str
+    topic: str
+    turns: int
+    turn: int
+    next_speaker: str | None
+    status: DebateStatus
+    created_by: str | None
+    created_at: str
+    updated_at: str
+    ended_at: str | None
+
+
+class DebateShown(TypedDict):
+    debate: Debate
+
+
+class DebateList(TypedDict):
+    debates: list[Debate]
+
+
+class DebateStarted(TypedDict):
+    debate: Debate
+    message: Message
+    deliveries: list[Delivery]
+
+
 class DaemonState(TypedDict):
     computer_id: str | None
     daemon_id: str | None
@@ -553,6 +606,12 @@ class ServerClient:
         """``POST /api/rooms``."""
         body = {"name": name, "kind": kind, "settings": settings or {}}
         return cast(RoomCreated, self._request("POST", "/api/rooms", json=body))
+
+    def update_room_settings(self, room: str, **settings: Any) -> RoomCreated:
+        """``PATCH /api/rooms/<room>``: change settings (``hop_limit``, ``digest_period``);
+        ``None`` resets one to its default."""
+        path = f"/api/rooms/{_segment(room)}"
+        return cast(RoomCreated, self._request("PATCH", path, json={"settings": settings}))
 
     def room_members(self, room: str) -> MemberList:
         """``GET /api/rooms/<room>/members``; ``room`` is an id or a name."""

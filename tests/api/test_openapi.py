@@ -14,6 +14,7 @@ EXPECTED = [
     ("get", "/api/rooms"),
     ("post", "/api/rooms"),
     ("get", "/api/rooms/{room}"),
+    ("patch", "/api/rooms/{room}"),
     ("get", "/api/rooms/{room}/members"),
     ("get", "/api/rooms/{room}/mentionables"),
     ("post", "/api/rooms/{room}/agents"),

@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 
 import httpx
 
+from pal.daemon.executor import Job
 from pal.daemon.local_api import RunCredentials
+from pal.daemon.prompt import CONTEXT_MESSAGES, DIGEST_MESSAGES
 from pal.daemon.runner import Probes, RunExecutor, _last_error_line, run_environment
 from pal.daemon.server_api import ServerApi
 
@@ -90,4 +92,45 @@ async def test_an_action_for_a_run_this_daemon_does_not_have_is_reported_failed_
             "/api/runs/9/actions/5",
             {"status": "failed", "error": "run 9 is not running on this daemon"},
         )
+    ]
+
+
+async def test_a_digest_reads_the_messages_it_covers_and_a_mention_the_ones_before(
+    tmp_path: Path,
+) -> None:
+    asked: list[dict[str, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/messages":
+            asked.append(dict(request.url.params))
+            return httpx.Response(200, json={"messages": [{"id": 30}]})
+        return httpx.Response(200, json={"message": {"id": 31, "room": "general"}})
+
+    api = ServerApi("http://server.test", "sk", transport=httpx.MockTransport(answer))
+
+    async def retrying(call: Callable[[], Awaitable[T]]) -> T:
+        return await call()
+
+    executor = RunExecutor(
+        api,
+        retrying,
+        home=tmp_path,
+        local_url="http://127.0.0.1:4137",
+        credentials=RunCredentials(),
+        probes=Probes(),
+        kill_grace=1,
+    )
+    base = {"id": 1, "attempt": 1, "room_id": "room_1", "message_id": 31}
+    digest = {**base, "reason": "digest", "topic_id": None, "digest_after": 12}
+    mention = {**base, "reason": "mention", "topic_id": 4, "digest_after": None}
+    for delivery in (digest, mention):
+        job = Job(delivery, {"key": "codex"}, {"id": 1}, "daemon_1", None)
+        message, context = await executor._conversation(job)
+        assert message["id"] == 31 and context == [{"id": 30}]
+    await executor.aclose()
+    await api.aclose()
+    assert asked == [
+        # the newest DIGEST_MESSAGES of (digest_after, message_id], whatever their topic
+        {"room": "room_1", "after": "12", "before": "32", "limit": str(DIGEST_MESSAGES)},
+        {"room": "room_1", "before": "31", "limit": str(CONTEXT_MESSAGES), "topic": "4"},
     ]

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from pal.cli import output
-from pal.cli.console import artifacts, messages, rooms, runs, topics
+from pal.cli.console import artifacts, debates, messages, rooms, runs, topics
 from pal.cli.console.context import ConsoleGroup, connect
 from pal.client import DaemonClient, DaemonHealth
 from pal.config import ConfigError, load_settings
@@ -128,6 +128,7 @@ app.add_typer(rooms_app, name="rooms")
 app.add_typer(topics_app, name="topics")
 app.add_typer(messages_app, name="messages")
 app.add_typer(http_app, name="http")
+app.add_typer(debates.app, name="debate")
 rooms_app.command("list")(rooms.chats)
 rooms_app.command("members")(rooms.members)
 rooms_app.command("invite")(rooms.invite)

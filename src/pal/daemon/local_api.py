@@ -9,8 +9,9 @@ credential and the answer relayed as it is (503 when the server cannot be reache
 A request with a run's credential acts for that run: ``POST /api/messages`` defaults the
 room, topic and thread to the delivery's and the sender to the run's agent, and refuses
 another sender (403); ``POST /api/artifacts`` gets ``created_by`` (the run's agent, another
-is 403), ``run_id`` and, unless given, ``room`` (the run's); the daemon protocol (claims,
-run reports, computers) is refused (403).
+is 403), ``run_id`` and, unless given, ``room`` (the run's); ``POST /api/debates`` gets
+``created_by`` (the run's agent, another is 403) and, unless given, ``room`` (the run's);
+the daemon protocol (claims, run reports, computers) is refused (403).
 
 An artifact upload's body is streamed through to the server as it arrives (with its
 content-length), never held in memory; the server enforces its size limit.
@@ -169,6 +170,28 @@ def _as_run(run: RunScope, body: bytes) -> bytes | JSONResponse:
     return json.dumps(message).encode()
 
 
+def _as_run_debate(run: RunScope, body: bytes) -> bytes | JSONResponse:
+    """A run's ``POST /api/debates`` body: started by the run's agent, by default in the
+    run's room; a 4xx answer when it names another agent or is not a JSON object."""
+    try:
+        debate = json.loads(body or b"{}")
+    except ValueError:
+        return _error(400, "the request body is not JSON")
+    if not isinstance(debate, dict):
+        return _error(422, "the request body must be a JSON object")
+    created_by = debate.get("created_by")
+    if created_by is not None and created_by != run.agent_key:
+        return _error(
+            403,
+            f"run {run.run_id} is a run of agent {run.agent_key!r}: its debates are started "
+            f"by {run.agent_key!r}, not {created_by!r}",
+        )
+    debate["created_by"] = run.agent_key
+    if debate.get("room") is None and debate.get("chat") is None:
+        debate["room"] = run.room_id
+    return json.dumps(debate).encode()
+
+
 def _artifact_query(run: RunScope, query: bytes) -> bytes | JSONResponse:
     """A run's ``POST /api/artifacts`` query with the run's agent, run and (by default)
     room, or a 403 answer when it names another agent or run."""
@@ -246,6 +269,16 @@ def create_local_app(
                 and (scope["path"].rstrip("/") == "/api/messages")
             ):
                 rewritten = _as_run(run, content or b"")
+                if isinstance(rewritten, Response):
+                    return rewritten
+                content = rewritten
+                headers["content-type"] = "application/json"
+            elif (
+                run is not None
+                and request.method == "POST"
+                and scope["path"].rstrip("/") == "/api/debates"
+            ):
+                rewritten = _as_run_debate(run, content or b"")
                 if isinstance(rewritten, Response):
                     return rewritten
                 content = rewritten

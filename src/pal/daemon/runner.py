@@ -1,13 +1,13 @@
 """Runs: the executor that starts one agent process per claimed delivery and sees it through.
 
 For a job (docs/runs.md): check the runtime's probe (missing or broken → the delivery fails at
-once with what to install), read the message and the conversation before it, start the run
-(``POST /api/runs``, which acks the delivery), then launch the runtime through its adapter
-with the prompt, a per-run credential for the local API and the agent's cwd; stream its
-output to the server; when it exits, remember the runtime's session id for the next delivery
-in the same place, and finish the run with its status, exit code, error and usage. A resume
-that fails because the runtime lost the session starts a fresh session once and says so in
-the room.
+once with what to install), read the message and the conversation before it (for a periodic
+digest: the messages it covers), start the run (``POST /api/runs``, which acks the delivery),
+then launch the runtime through its adapter with the prompt, a per-run credential for the
+local API and the agent's cwd; stream its output to the server; when it exits, remember the
+runtime's session id for the next delivery in the same place, and finish the run with its
+status, exit code, error and usage. A resume that fails because the runtime lost the session
+starts a fresh session once and says so in the room.
 
 Kill and restart requests (heartbeat ``control_requests``) kill the run's whole process tree
 (graceful signal, ``kill_grace`` seconds, then SIGKILL), finish it ``killed``, report the
@@ -31,7 +31,14 @@ from pal.daemon.executor import CannotStart, Job, Outcome, Retrying
 from pal.daemon.local_api import RunCredentials, RunScope
 from pal.daemon.orphans import RunRecords
 from pal.daemon.output import OutputShipper
-from pal.daemon.prompt import CONTEXT_MESSAGES, build_prompt, thread_root
+from pal.daemon.prompt import (
+    CONTEXT_MESSAGES,
+    DIGEST_MESSAGES,
+    build_digest_prompt,
+    build_prompt,
+    is_digest,
+    thread_root,
+)
 from pal.daemon.server_api import ApiError, ServerApi, Unreachable
 from pal.daemon.supervisor import CannotSpawn, Child, Exit, LineSplitter, spawn
 from pal.runtimes.base import Adapter, EventParser, LaunchError, LaunchRequest, Probe
@@ -238,6 +245,9 @@ class RunExecutor:
         }
         if job.delivery.get("topic_id"):
             params["topic"] = job.delivery["topic_id"]
+        if is_digest(job.delivery):  # the newest of the messages it covers, in any topic
+            params.update(after=job.delivery["digest_after"], before=message_id + 1)
+            params["limit"] = DIGEST_MESSAGES
         try:
             found, earlier = await asyncio.gather(
                 self._retrying(lambda: self._api.call("GET", f"/api/messages/{message_id}")),
@@ -279,7 +289,7 @@ class RunExecutor:
             agent_key=str(job.agent["key"]),
             room_id=str(job.delivery["room_id"]),
             topic_id=job.delivery.get("topic_id") or None,
-            parent_id=thread_root(message),
+            parent_id=None if is_digest(job.delivery) else thread_root(message),
         )
         credential = self._credentials.issue(scope)
         shipper = OutputShipper(
@@ -295,13 +305,23 @@ class RunExecutor:
             room=str(message["room"]),
             home=self._home,
         )
-        prompt = build_prompt(
-            agent=job.agent,
-            message=message,
-            context=context,
-            run_id=run_id,
-            reason=job.delivery.get("reason"),
-        )
+        if is_digest(job.delivery):  # answered at the room's top level
+            prompt = build_digest_prompt(
+                agent=job.agent,
+                room=str(message["room"]),
+                messages=context,
+                run_id=run_id,
+                digest_after=int(job.delivery["digest_after"]),
+                more=len(context) >= DIGEST_MESSAGES,
+            )
+        else:
+            prompt = build_prompt(
+                agent=job.agent,
+                message=message,
+                context=context,
+                run_id=run_id,
+                reason=job.delivery.get("reason"),
+            )
         try:
             return await self._attempts(
                 active, adapter, probe, prompt, cwd, env, resume_id, shipper

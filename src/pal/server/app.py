@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,12 +13,13 @@ from fastapi import FastAPI
 import pal
 from pal.admin_token import ensure_token
 from pal.config import Settings, ensure_home
-from pal.server import access, artifact_files, errors, liveness, web
+from pal.server import access, artifact_files, digests, errors, liveness, web
 from pal.server.api import (
     agents,
     artifacts,
     computers,
     daemon_ws,
+    debates,
     deliveries,
     events,
     health,
@@ -48,6 +49,7 @@ ROUTERS = (
     runs.router,
     sessions.router,
     artifacts.router,
+    debates.router,
     events.router,
     web.router,
 )
@@ -62,7 +64,10 @@ def open_store(settings: Settings) -> Database:
 
 
 def create_app(
-    settings: Settings, *, database: Database | None = None, admin_token: str | None = None
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    admin_token: str | None = None,
 ) -> FastAPI:
     """Build the server. Without ``database``, the lifespan opens (and closes) the store;
     without ``admin_token``, it reads (or creates) the token file (server/access.py)."""
@@ -77,6 +82,9 @@ def create_app(
             liveness.sweep_forever(db, app.state.hub, settings.heartbeat_grace)
         )
         cleaner = asyncio.create_task(artifact_files.cleanup_forever(db, settings, app.state.hub))
+        digester = asyncio.create_task(
+            digests.digest_forever(db, app.state.hub, digests.SWEEP_INTERVAL)
+        )
         log.info("pal server ready (%s)", db.dialect, extra={"action": "server_ready"})
         try:
             yield
@@ -84,10 +92,13 @@ def create_app(
             app.state.hub.close()  # ends the event streams still open
             sweeper.cancel()
             cleaner.cancel()
+            digester.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             with contextlib.suppress(asyncio.CancelledError):
                 await cleaner
+            with contextlib.suppress(asyncio.CancelledError):
+                await digester
             if database is None:
                 db.close()
 

@@ -13,7 +13,11 @@ Rules (DESIGN.md §5), applied to each agent at most once per message:
 * an agent never gets its own message;
 * loop guard: each room counts agent-authored messages since the last human one; once that
   count passes the room's ``hop_limit`` (default 8), agent messages wake nobody until a
-  human writes again.
+  human writes again;
+* debates (``store/debates.py``): the awaited reply in a running debate's thread is a turn;
+  it goes to the other speaker (reason ``debate``, whatever its mode, past the loop guard,
+  which does not count it), and once the last turn is taken the other speaker is not woken
+  by the thread rule.
 
 Mentions come from the message's ``mentions`` field and from ``@key`` in its text. The whole
 post (message, deliveries, loop counter) is one write transaction.
@@ -30,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pal.errors import Invalid
 from pal.store import agents as agents_store
+from pal.store import debates as debates_store
 from pal.store import deliveries as deliveries_store
 from pal.store import messages as messages_store
 from pal.store import rooms as rooms_store
@@ -94,6 +99,17 @@ def decide(
     return routes
 
 
+def debate_routes(routes: list[Route], turn: dict[str, Any], sender: str) -> list[Route]:
+    """``routes`` for a message that was debate turn ``turn``: the other speaker gets it
+    as the debate's next turn (one delivery, reason ``debate``), or, when the debate has just
+    ended, is no longer woken by the thread rule alone."""
+    other = turn["b"] if sender == turn["a"] else turn["a"]
+    if turn["next_speaker"] is not None:
+        kept = [r for r in routes if r.agent_key != other]
+        return sorted([*kept, Route(other, debates_store.REASON)], key=lambda r: r.agent_key)
+    return [r for r in routes if not (r.agent_key == other and r.reason == "thread")]
+
+
 def _dedupe(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
@@ -101,14 +117,21 @@ def _dedupe(items: list[str]) -> list[str]:
 def _duplicate(conn: Connection, message_id: int) -> dict[str, Any]:
     message = messages_store.get_message(conn, message_id)
     found = deliveries_store.list_deliveries(conn, message_id=message_id, limit=1000)
-    return {"message": message, "deliveries": found, "duplicate": True, "suppressed": None}
+    return {
+        "message": message,
+        "deliveries": found,
+        "duplicate": True,
+        "suppressed": None,
+        "debate": None,
+    }
 
 
 @keeps_cache
 def post_message(conn: Connection, new: NewMessage) -> dict[str, Any]:
     """Insert a message and its deliveries in the caller's transaction.
 
-    Returns ``{"message", "deliveries", "duplicate", "suppressed"}``. A repeated
+    Returns ``{"message", "deliveries", "duplicate", "suppressed", "debate"}`` (``debate``:
+    the debate turn the message was, see :func:`pal.store.debates.take_turn`). A repeated
     ``client_msg_id`` from the same sender returns the original message with
     ``duplicate: true`` and writes nothing.
     """
@@ -161,8 +184,13 @@ def post_message(conn: Connection, new: NewMessage) -> dict[str, Any]:
             return _duplicate(conn, existing)
     message = {"id": message_id, **row, "room": room["name"]}
 
+    # Only an agent's reply in a thread can be a debate turn: other posts skip the lookup.
+    turn = None
+    if sender_kind == "agent" and new.parent is not None:
+        turn = debates_store.take_turn(conn, message)
+
     suppressed = None
-    if sender_kind == "agent":
+    if sender_kind == "agent" and turn is None:  # a debate bounds its own turns
         hops = rooms_store.add_agent_hop(conn, room["id"])
         if hops > rooms_store.hop_limit(room):
             suppressed = (
@@ -184,6 +212,8 @@ def post_message(conn: Connection, new: NewMessage) -> dict[str, Any]:
                 messages_store.thread_agent_senders(conn, new.parent) if new.parent else set()
             ),
         )
+    if turn is not None:
+        routes = debate_routes(routes, turn, new.sender)
     created = deliveries_store.insert_deliveries(
         conn,
         [
@@ -198,4 +228,10 @@ def post_message(conn: Connection, new: NewMessage) -> dict[str, Any]:
             for r in routes
         ],
     )
-    return {"message": message, "deliveries": created, "duplicate": False, "suppressed": suppressed}
+    return {
+        "message": message,
+        "deliveries": created,
+        "duplicate": False,
+        "suppressed": suppressed,
+        "debate": turn,
+    }

@@ -1,6 +1,7 @@
 """The routing cache: what every message post reads, kept on the SQLite writer's connection.
 
-Posting a message reads the room, the room's agent members and which names are agents. On
+Posting a message reads the room, the room's agent members and which names are agents (and,
+for an agent's reply in a thread, the room's running debates: ``store/debates.py``). On
 SQLite every write runs on one writer connection (``store/db.py``), so that connection can
 keep those answers between posts. The writer keeps the cache coherent:
 
@@ -32,12 +33,14 @@ class RoutingCache:
     rooms: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> room row
     agent_modes: dict[str, dict[str, str]] = field(default_factory=dict)  # room id -> modes
     agent_keys: set[str] | None = None  # every agent key, once loaded
+    debates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # room id -> running
 
     def clear(self) -> None:
         self.room_ids.clear()
         self.rooms.clear()
         self.agent_modes.clear()
         self.agent_keys = None
+        self.debates.clear()
 
 
 def routing_cache(conn: Connection) -> RoutingCache | None:

@@ -39,6 +39,7 @@ def insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> list[dict
             "error": None,
             "claimed_at": None,
             "lease_until": None,
+            "digest_after": None,
             **r,
             "created_at": now,
             "updated_at": now,

@@ -131,6 +131,21 @@ def hop_limit(room: dict[str, Any]) -> int:
     return int(room["settings"].get("hop_limit", DEFAULT_HOP_LIMIT))
 
 
+def update_settings(conn: Connection, ref: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``changes`` into the settings of the room ``ref`` (a ``None`` value removes
+    the key: back to its default); other keys are kept. Returns the room."""
+    room = get_room(conn, ref)
+    locked = sa.select(rooms.c.settings).where(rooms.c.id == room["id"]).with_for_update()
+    settings = dict(conn.execute(locked).scalar_one() or {})
+    for name, value in changes.items():
+        if value is None:
+            settings.pop(name, None)
+        else:
+            settings[name] = value
+    conn.execute(rooms.update().where(rooms.c.id == room["id"]).values(settings=settings))
+    return {**room, "settings": settings}
+
+
 # -- topics ------------------------------------------------------------------------------------
 
 
@@ -187,10 +202,21 @@ def agent_modes(conn: Connection, room_id: str) -> dict[str, str]:
     return modes
 
 
+def _periodic_start(conn: Connection, room_id: str) -> dict[str, Any]:
+    """A member that becomes ``periodic`` starts its digests from the room's newest message,
+    and its first period from now (``store/digests.py``)."""
+    newest = conn.execute(
+        sa.select(sa.func.max(messages.c.id)).where(messages.c.room_id == room_id)
+    ).scalar()
+    return {"cursor": int(newest or 0), "last_digest_at": utcnow()}
+
+
 def set_membership(
     conn: Connection, room_id: str, member: str, member_kind: str, mode: str
 ) -> tuple[dict[str, Any], bool]:
-    """Add ``member`` to the room, or change its mode. Returns (membership, created)."""
+    """Add ``member`` to the room, or change its mode. Returns (membership, created).
+    Becoming ``periodic`` (not staying so) restarts its digests from now (no digest of the
+    room's history)."""
     key = (memberships.c.room_id == room_id) & (memberships.c.member == member)
     existing = conn.execute(sa.select(memberships).where(key)).first()
     if existing is None:
@@ -200,7 +226,9 @@ def set_membership(
             "member_kind": member_kind,
             "mode": mode,
             "cursor": 0,
+            "last_digest_at": None,
             "created_at": utcnow(),
+            **(_periodic_start(conn, room_id) if mode == "periodic" else {}),
         }
         try:
             with conn.begin_nested():
@@ -210,8 +238,11 @@ def set_membership(
             existing = conn.execute(sa.select(memberships).where(key)).first()
             if existing is None:
                 raise
-    conn.execute(memberships.update().where(key).values(mode=mode, member_kind=member_kind))
-    return {**as_dict(existing), "mode": mode, "member_kind": member_kind}, False
+    values: dict[str, Any] = {"mode": mode, "member_kind": member_kind}
+    if mode == "periodic" and existing.mode != "periodic":
+        values.update(_periodic_start(conn, room_id))
+    conn.execute(memberships.update().where(key).values(**values))
+    return {**as_dict(existing), **values}, False
 
 
 def delete_memberships_of(conn: Connection, member: str) -> int:

@@ -175,8 +175,11 @@ memberships = sa.Table(
     sa.Column("mode", sa.String(16), nullable=False),
     # Last message id covered by a periodic digest.
     sa.Column("cursor", BigId, nullable=False, server_default="0"),
+    # When its current digest period began: its last digest, or becoming periodic.
+    sa.Column("last_digest_at", UTCDateTime, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index(None, "member"),
+    sa.Index(None, "mode"),
 )
 
 deliveries = sa.Table(
@@ -202,6 +205,8 @@ deliveries = sa.Table(
     sa.Column("claimed_at", UTCDateTime, nullable=True),
     sa.Column("lease_until", UTCDateTime, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    # A periodic digest covers the room's messages after this id up to ``message_id``.
+    sa.Column("digest_after", BigId, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("agent_key", "message_id"),
@@ -331,4 +336,35 @@ artifacts = sa.Table(
     sa.Column("removed_at", UTCDateTime, nullable=True),
     sa.Index(None, "created_at", "id"),
     sa.Index(None, "expires_at"),
+)
+
+# A debate: the topic goes to ``a``, each reply to the other, until ``turns`` replies.
+debates = sa.Table(
+    "debates",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "room_id", sa.String(40), sa.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False
+    ),
+    # The message that states the topic; every turn is a reply in its thread.
+    sa.Column(
+        "root_message_id",
+        BigId,
+        sa.ForeignKey("messages.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    sa.Column("a", sa.String(40), nullable=False),
+    sa.Column("b", sa.String(40), nullable=False),
+    sa.Column("topic", sa.Text, nullable=False),
+    sa.Column("turns", sa.Integer, nullable=False),
+    # Replies so far (0 until a answers the topic).
+    sa.Column("turn", sa.Integer, nullable=False, server_default="0"),
+    # Whose reply is awaited (null once the debate has ended).
+    sa.Column("next_speaker", sa.String(40), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # running|completed|stopped
+    sa.Column("created_by", sa.String(80), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Index(None, "room_id", "status"),
 )

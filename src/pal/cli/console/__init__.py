@@ -11,7 +11,16 @@ from typing import Annotated
 import typer
 
 from pal.admin_token import console_token
-from pal.cli.console import agents, artifacts, computers, messages, rooms, runs, status
+from pal.cli.console import (
+    agents,
+    artifacts,
+    computers,
+    debates,
+    messages,
+    rooms,
+    runs,
+    status,
+)
 from pal.cli.console.context import ConsoleGroup
 from pal.client import ServerClient
 from pal.config import resolve_server_url
@@ -52,3 +61,4 @@ app.command("run-action")(runs.run_action)
 app.add_typer(agents.app, name="agents")
 app.add_typer(computers.app, name="computers")
 app.add_typer(artifacts.app, name="artifacts")
+app.add_typer(debates.app, name="debates")

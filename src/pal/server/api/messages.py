@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field
 from sqlalchemy.engine import Connection
 
 from pal.errors import Invalid
+from pal.server.api.debates import publish_turn
 from pal.server.api.fields import MAX_ID, MAX_PAGE, Body, Content, Id, Limit, Sender
 from pal.server.deps import DB, HubDep
 from pal.server.responses import ORJSONResponse
@@ -73,6 +74,7 @@ async def create_message(body: MessageCreate, db: DB, hub: HubDep) -> ORJSONResp
     for delivery in result["deliveries"]:
         if delivery["status"] == "pending":
             hub.publish("delivery", agent_key=delivery["agent_key"], delivery_id=delivery["id"])
+    publish_turn(hub, message["room_id"], result["debate"])
     return ORJSONResponse(result, status_code=201)
 
 

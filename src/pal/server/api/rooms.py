@@ -12,6 +12,7 @@ from pal.errors import Invalid
 from pal.server.api.fields import AgentKey, Body, JSONObject, Mode, RoomName
 from pal.server.deps import DB, HubDep
 from pal.store import agents as agents_store
+from pal.store import digests as digests_store
 from pal.store import messages as messages_store
 from pal.store import rooms as rooms_store
 
@@ -22,6 +23,12 @@ class RoomCreate(Body):
     name: RoomName
     kind: Annotated[str, Field(pattern=r"^(room|lark)$")] = "room"
     settings: JSONObject = Field(default_factory=dict)
+
+
+class RoomUpdate(Body):
+    settings: JSONObject = Field(
+        description="settings to change: hop_limit, digest_period; null resets one to its default"
+    )
 
 
 class AgentInvite(Body):
@@ -53,10 +60,25 @@ async def create_room(body: RoomCreate, db: DB, hub: HubDep) -> dict[str, Any]:
     return {"room": room}
 
 
+# The settings pal reads (PATCH changes only these; POST keeps any other key as given).
+SETTINGS = ("hop_limit", "digest_period")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _validate_settings(settings: dict[str, Any]) -> None:
     hop = settings.get("hop_limit")
-    if hop is not None and (not isinstance(hop, int) or isinstance(hop, bool) or hop < 0):
+    if hop is not None and (not _whole(hop) or hop < 0):
         raise Invalid("settings.hop_limit must be a whole number >= 0")
+    period = settings.get("digest_period")
+    low, high = digests_store.MIN_PERIOD, digests_store.MAX_PERIOD
+    if period is not None and (not _whole(period) or not low <= period <= high):
+        raise Invalid(
+            f"settings.digest_period must be a whole number of seconds from {low} to {high} "
+            f"(default {digests_store.DEFAULT_PERIOD})"
+        )
 
 
 @router.get("/api/rooms/{room}")
@@ -69,6 +91,21 @@ async def get_room(room: str, db: DB) -> dict[str, Any]:
         return {"room": found, "topics": rooms_store.list_topics(conn, found["id"])}
 
     return await db.read(read)
+
+
+@router.patch("/api/rooms/{room}")
+async def update_room(room: str, body: RoomUpdate, db: DB, hub: HubDep) -> dict[str, Any]:
+    """Change the room's settings: the keys given are set, a null value resets one to its
+    default, the others stay as they are."""
+    unknown = sorted(set(body.settings) - set(SETTINGS))
+    if unknown:
+        raise Invalid(
+            f"unknown room setting(s) {', '.join(unknown)}; the settings are {', '.join(SETTINGS)}"
+        )
+    _validate_settings(body.settings)
+    found = await db.write(rooms_store.update_settings, room, body.settings)
+    hub.publish("room", room_id=found["id"])
+    return {"room": found}
 
 
 @router.get("/api/rooms/{room}/topics")

@@ -8,7 +8,7 @@ export const MODES = ["mentions", "all", "periodic", "muted", "off"];
 const MODE_HELP = {
   mentions: "runs when @-mentioned, and in threads it took part in",
   all: "runs for every message",
-  periodic: "runs for mentions (digests later)",
+  periodic: "runs for mentions, and for a digest of what is new once a period",
   muted: "mentions are recorded, never run",
   off: "gets nothing, even when mentioned",
 };
