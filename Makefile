@@ -35,6 +35,7 @@ bench: install
 	$(PY) bench/daemons.py
 	$(PY) bench/runs.py
 	$(PY) bench/workbench.py
+	$(PY) bench/lark.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis test-output

@@ -495,6 +495,71 @@ class DaemonHealth(TypedDict):
     server: Health | str
 
 
+class LarkBot(TypedDict):
+    """A bot of lark.json and its connection (``app_secret`` is redacted)."""
+
+    app_id: str
+    label: str
+    agent: str | None
+    open_id: str | None
+    domain: str
+    app_secret: str
+    state: str | None
+    error: str | None
+    connected_at: Any
+    last_frame_at: Any
+    events_received: int | None
+    reconnects: int | None
+
+
+class LarkStatus(TypedDict):
+    config: str
+    error: str | None
+    bots: list[LarkBot]
+
+
+class LarkEvent(TypedDict):
+    id: int
+    app_id: str
+    event_id: str | None
+    event_type: str | None
+    message_id: str | None
+    chat_id: str | None
+    chat_type: str | None
+    sender_id: str | None
+    outcome: str
+    detail: str | None
+    payload: dict[str, Any]
+    received_at: str
+
+
+class LarkEventList(TypedDict):
+    events: list[LarkEvent]
+
+
+class LarkSent(TypedDict):
+    message: dict[str, Any]
+
+
+class LarkUser(TypedDict):
+    user_id: str
+    name: str
+    created_at: str
+
+
+class LarkUserList(TypedDict):
+    users: list[LarkUser]
+
+
+class LarkUserSaved(TypedDict):
+    user: LarkUser
+    created: bool
+
+
+class LarkUserDeleted(TypedDict):
+    user: LarkUser
+
+
 # -- the client ------------------------------------------------------------------------------
 
 
@@ -942,6 +1007,76 @@ class ServerClient:
         """``POST /api/artifacts/cleanup``: delete the files of expired and revoked
         artifacts now."""
         return cast(ArtifactCleanup, self._request("POST", "/api/artifacts/cleanup"))
+
+    # -- debates -------------------------------------------------------------------------------
+
+    def start_debate(
+        self,
+        room: str | None,
+        a: str,
+        b: str,
+        topic: str,
+        *,
+        turns: int | None = None,
+        created_by: str | None = None,
+    ) -> DebateStarted:
+        """``POST /api/debates``: post the topic in ``room`` and start the debate (``a``
+        speaks first). ``room`` may be None only inside a run (the daemon's local API fills in
+        the run's room, and the run's agent as ``created_by``)."""
+        body = _given(room=room, a=a, b=b, topic=topic, turns=turns, created_by=created_by)
+        return cast(DebateStarted, self._request("POST", "/api/debates", json=body))
+
+    def list_debates(
+        self, *, room: str | None = None, status: DebateStatus | None = None, limit: int = 50
+    ) -> DebateList:
+        """``GET /api/debates``: newest first, by room and status."""
+        params = _given(room=room, status=status, limit=limit)
+        return cast(DebateList, self._request("GET", "/api/debates", params=params))
+
+    def get_debate(self, debate_id: int) -> DebateShown:
+        """``GET /api/debates/<id>``."""
+        return cast(DebateShown, self._request("GET", f"/api/debates/{debate_id}"))
+
+    def stop_debate(self, debate_id: int, *, stopped_by: str | None = None) -> DebateShown:
+        """``POST /api/debates/<id>/stop``: no further turn counts (an ended debate is
+        answered as it is)."""
+        path = f"/api/debates/{debate_id}/stop"
+        return cast(DebateShown, self._request("POST", path, json=_given(stopped_by=stopped_by)))
+
+    # -- Lark ----------------------------------------------------------------------------------
+
+    def lark_status(self) -> LarkStatus:
+        """``GET /api/lark``: the bots of lark.json and their connections (secrets redacted)."""
+        return cast(LarkStatus, self._request("GET", "/api/lark"))
+
+    def reload_lark(self) -> LarkStatus:
+        """``POST /api/lark/reload``: apply lark.json again (422 if it is invalid; the running
+        bots are kept)."""
+        return cast(LarkStatus, self._request("POST", "/api/lark/reload"))
+
+    def lark_events(self, *, app_id: str | None = None, limit: int = 20) -> LarkEventList:
+        """``GET /api/lark/events``: received events, newest first."""
+        params = _given(app_id=app_id, limit=limit)
+        return cast(LarkEventList, self._request("GET", "/api/lark/events", params=params))
+
+    def lark_send(self, app_id: str, to: str, text: str, *, to_type: str = "chat_id") -> LarkSent:
+        """``POST /api/lark/send``: a text message through bot ``app_id``."""
+        body = {"app_id": app_id, "to": to, "to_type": to_type, "text": text}
+        return cast(LarkSent, self._request("POST", "/api/lark/send", json=body))
+
+    def list_lark_users(self) -> LarkUserList:
+        """``GET /api/lark-users``: the Lark users whose messages reach agents."""
+        return cast(LarkUserList, self._request("GET", "/api/lark-users"))
+
+    def add_lark_user(self, user_id: str, name: str) -> LarkUserSaved:
+        """``POST /api/lark-users``: authorize a Lark user (or rename one)."""
+        body = {"user_id": user_id, "name": name}
+        return cast(LarkUserSaved, self._request("POST", "/api/lark-users", json=body))
+
+    def delete_lark_user(self, user_id: str) -> LarkUserDeleted:
+        """``DELETE /api/lark-users/<user_id>``."""
+        path = f"/api/lark-users/{_segment(user_id)}"
+        return cast(LarkUserDeleted, self._request("DELETE", path))
 
 
 class DaemonClient(ServerClient):

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 import pal
 from pal.admin_token import ensure_token
 from pal.config import Settings, ensure_home
+from pal.lark.manager import LarkManager
 from pal.server import access, artifact_files, digests, errors, liveness, web
 from pal.server.api import (
     agents,
@@ -28,6 +29,7 @@ from pal.server.api import (
     runs,
     sessions,
 )
+from pal.server.api import lark as lark_api
 from pal.server.hub import Hub
 from pal.server.middleware import DefaultJSONContentType
 from pal.server.responses import ORJSONResponse
@@ -50,6 +52,7 @@ ROUTERS = (
     sessions.router,
     artifacts.router,
     debates.router,
+    lark_api.router,
     events.router,
     web.router,
 )
@@ -68,9 +71,11 @@ def create_app(
     *,
     database: Database | None = None,
     admin_token: str | None = None,
+    lark_manager: Callable[[Settings, Database, Hub], LarkManager] = LarkManager,
 ) -> FastAPI:
     """Build the server. Without ``database``, the lifespan opens (and closes) the store;
-    without ``admin_token``, it reads (or creates) the token file (server/access.py)."""
+    without ``admin_token``, it reads (or creates) the token file (server/access.py);
+    ``lark_manager`` builds the Lark bots' manager (``app.state.lark``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,6 +83,8 @@ def create_app(
         db = database or open_store(settings)
         await db.write(rooms_store.ensure_room, rooms_store.DEFAULT_ROOM)
         app.state.db = db
+        app.state.lark = lark_manager(settings, db, app.state.hub)
+        await app.state.lark.start()  # a bad lark.json is logged; Lark stays off
         sweeper = asyncio.create_task(
             liveness.sweep_forever(db, app.state.hub, settings.heartbeat_grace)
         )
@@ -89,6 +96,7 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.lark.stop()
             app.state.hub.close()  # ends the event streams still open
             sweeper.cancel()
             cleaner.cancel()

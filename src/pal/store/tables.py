@@ -368,3 +368,67 @@ debates = sa.Table(
     sa.Column("ended_at", UTCDateTime, nullable=True),
     sa.Index(None, "room_id", "status"),
 )
+
+# Lark senders allowed to create deliveries (``store/lark.py``): a union_id (``on_...``,
+# the same person across bots), an open_id (``ou_...``, per bot) or a tenant user_id.
+lark_users = sa.Table(
+    "lark_users",
+    metadata,
+    sa.Column("user_id", sa.String(100), primary_key=True),
+    sa.Column("name", sa.String(120), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Raw events the Lark bots received and what became of each; the newest 1000 per bot are kept.
+lark_events = sa.Table(
+    "lark_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("app_id", sa.String(100), nullable=False),
+    sa.Column("event_id", sa.String(128), nullable=True),
+    sa.Column("event_type", sa.String(128), nullable=True),
+    sa.Column("message_id", sa.String(128), nullable=True),
+    sa.Column("chat_id", sa.String(128), nullable=True),
+    sa.Column("chat_type", sa.String(16), nullable=True),
+    sa.Column("sender_id", sa.String(128), nullable=True),
+    # delivered|unauthorized|duplicate|ignored|error
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Index(None, "app_id", "id"),
+)
+
+# The pal room of each Lark chat a bot talks in (created on first contact).
+lark_chats = sa.Table(
+    "lark_chats",
+    metadata,
+    sa.Column("app_id", sa.String(100), primary_key=True),
+    sa.Column("chat_id", sa.String(128), primary_key=True),
+    sa.Column(
+        "room_id", sa.String(40), sa.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("chat_type", sa.String(16), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "room_id"),
+)
+
+# Lark messages a bot turned into pal messages: the unique (app_id, lark_message_id) is the
+# dedupe of re-pushed events; the reaction is the "Typing" marker to take off later.
+lark_messages = sa.Table(
+    "lark_messages",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("app_id", sa.String(100), nullable=False),
+    sa.Column("lark_message_id", sa.String(128), nullable=False),
+    sa.Column("chat_id", sa.String(128), nullable=True),
+    sa.Column(
+        "pal_message_id", BigId, sa.ForeignKey("messages.id", ondelete="SET NULL"), nullable=True
+    ),
+    # Not a foreign key: deliveries stay as history.
+    sa.Column("delivery_id", BigId, nullable=True),
+    sa.Column("reaction_id", sa.String(128), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("app_id", "lark_message_id"),
+    sa.Index(None, "pal_message_id"),
+)

@@ -16,6 +16,7 @@ from pal.cli.console import (
     artifacts,
     computers,
     debates,
+    lark,
     messages,
     rooms,
     runs,
@@ -62,3 +63,5 @@ app.add_typer(agents.app, name="agents")
 app.add_typer(computers.app, name="computers")
 app.add_typer(artifacts.app, name="artifacts")
 app.add_typer(debates.app, name="debates")
+app.add_typer(lark.app, name="lark")
+app.add_typer(lark.users_app, name="lark-users")

@@ -8,8 +8,10 @@ from typing import Annotated, cast
 import typer
 
 from pal.cli import output
+from pal.cli.console import lark as lark_cli
 from pal.cli.console.context import AsJson, connect
 from pal.client import Agent, AgentSaved, ApiError, Runtime, ServerClient
+from pal.lark import FEISHU_DOMAIN
 
 app = typer.Typer(help="List, create, onboard, update and delete agents.", no_args_is_help=True)
 
@@ -112,27 +114,89 @@ def update(
     runtime: ChangedRuntime = None,
     name: Name = None,
     desc: Desc = None,
+    lark_app_id: Annotated[
+        str | None,
+        typer.Option("--lark-app-id", help="Bind this Lark bot (App ID cli_...) to the agent."),
+    ] = None,
+    lark_app_secret: Annotated[
+        str | None,
+        typer.Option("--lark-app-secret", help="The bot's App Secret (checked with Lark first)."),
+    ] = None,
+    lark_label: Annotated[
+        str | None, typer.Option("--lark-label", help="A name for the bot in lark.json.")
+    ] = None,
+    lark_domain: Annotated[
+        str | None,
+        typer.Option(
+            "--lark-domain",
+            metavar="URL",
+            help=f"Lark's origin (default {FEISHU_DOMAIN}; https://open.larksuite.com for Lark).",
+        ),
+    ] = None,
+    rebind_lark: Annotated[
+        bool,
+        typer.Option("--rebind-lark", help="Move the agent (or the bot) from its current binding."),
+    ] = False,
+    unbind_lark: Annotated[
+        bool,
+        typer.Option("--unbind-lark", help="Unbind the agent's Lark bot (its credential stays)."),
+    ] = False,
+    no_reload: Annotated[
+        bool,
+        typer.Option("--no-reload", help="Write lark.json but do not ask the server to reload."),
+    ] = False,
     interactive: Interactive = False,
     as_json: AsJson = False,
 ) -> None:
-    """Change an existing agent's runtime, display name or description."""
+    """Change an existing agent's runtime, display name or description, or the Lark bot
+    bound to it.
+
+    --lark-app-id with --lark-app-secret checks the credential with Lark (a tenant token and
+    the bot's open_id) before anything is written, then writes lark.json (PAL_LARK_CONFIG,
+    else $PAL_HOME/lark.json, mode 0600) and asks the server to reload it. An agent is bound
+    to one bot at most: --rebind-lark moves it. --unbind-lark clears the binding and keeps
+    the credential.
+    """
     client = connect(ctx)
+    change = lark_cli.LarkChange(
+        app_id=lark_app_id,
+        app_secret=lark_app_secret,
+        label=lark_label,
+        domain=lark_domain,
+        rebind=rebind_lark,
+        unbind=unbind_lark,
+        reload=not no_reload,
+    )
+    change.check()
     if interactive:
         key = _ask("Agent key", key)
         current = client.get_agent(key)["agent"]
         name, runtime, desc = _ask_fields(current, name, runtime, desc)
     elif key is None:
         output.fail("give --key, or use --interactive", output.EXIT_USAGE)
-    elif name is None and runtime is None and desc is None:
+    elif name is None and runtime is None and desc is None and not change.requested:
         output.fail(
-            "nothing to change: give --runtime, --name or --desc (or use --interactive)",
+            "nothing to change: give --runtime, --name, --desc, --lark-app-id with "
+            "--lark-app-secret, or --unbind-lark (or use --interactive)",
             output.EXIT_USAGE,
         )
-    payload = client.update_agent(key, display_name=name, runtime=runtime, description=desc)
+    prepared = None
+    if change.requested:
+        agent = client.get_agent(key)["agent"]  # the agent must exist before it is bound
+        prepared = lark_cli.prepare(agent["key"], change)
+    changed = name is not None or runtime is not None or desc is not None
+    if changed:
+        payload = client.update_agent(key, display_name=name, runtime=runtime, description=desc)
+    else:
+        payload = client.get_agent(key)
+    lark = lark_cli.apply(client, prepared, change) if prepared else None
     if as_json:
-        output.print_json(payload)
+        output.print_json({**payload, "lark": lark} if lark else payload)
         return
-    typer.echo(f"updated agent {_describe(payload['agent'])}")
+    if changed:
+        typer.echo(f"updated agent {_describe(payload['agent'])}")
+    if lark:
+        typer.echo(lark_cli.describe_applied(lark, client.base_url))
 
 
 @app.command("delete")
@@ -142,22 +206,27 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", help="Confirm the deletion.")] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Delete an agent with its assignment, room memberships and active deliveries."""
+    """Delete an agent with its assignment, room memberships, active deliveries and Lark
+    binding (the bot's credential stays in lark.json)."""
     if not yes:
         output.fail(
             f"deleting agent {key!r} also removes its computer assignment, room memberships "
             "and active deliveries; add --yes to confirm",
             output.EXIT_USAGE,
         )
-    payload = connect(ctx).delete_agent(key)
+    client = connect(ctx)
+    payload = client.delete_agent(key)
+    unbound = lark_cli.forget_agent(client, key)
     if as_json:
-        output.print_json(payload)
+        output.print_json({**payload, "lark_unbound": unbound} if unbound else payload)
         return
     removed = payload["removed"]
     typer.echo(
         f"deleted agent {key} (removed {output.plural(removed['memberships'], 'room membership')}"
         f" and {output.plural(removed['deliveries'], 'active delivery')})"
     )
+    if unbound:
+        typer.echo(f"unbound Lark bot {unbound} (its credential stays in lark.json)")
 
 
 def _print_saved(payload: AgentSaved, as_json: bool) -> None:
