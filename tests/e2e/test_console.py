@@ -132,8 +132,9 @@ def test_console_manages_agents(server: ServerProcess) -> None:
 
 
 def test_console_interactive_onboard_and_update(server: ServerProcess) -> None:
-    # key, display name, runtime (blank: codex), description, computer id (blank: none)
-    answers = "helper\nHelper Bot\n\nAnswers questions\n\n"
+    # key, display name, runtime (blank: codex), description, computer id (blank: none),
+    # then Lark setup (blank: skip)
+    answers = "helper\nHelper Bot\n\nAnswers questions\n\n\n"
     onboarded = console(server, "agents", "onboard", "--interactive", "--json", input=answers)
     agent = as_json(onboarded)["agent"]  # prompts go to stderr, so stdout is JSON
     assert (agent["key"], agent["display_name"], agent["runtime"]) == (
@@ -144,14 +145,14 @@ def test_console_interactive_onboard_and_update(server: ServerProcess) -> None:
     assert (agent["description"], agent["computer_id"]) == ("Answers questions", None)
 
     # blank answers keep the current values; an invalid runtime is asked again
-    answers = "helper\n\nbogus\nclaude\n\n"
+    answers = "helper\n\nbogus\nclaude\n\n\n"
     updated = console(server, "agents", "update", "--interactive", input=answers)
     assert ok(updated).endswith("updated agent helper: 'Helper Bot', runtime claude\n")
     assert "'bogus' is not one of" in updated.stderr
 
     missing = console(server, "agents", "update", "--interactive", input="ghost\n")
     assert missing.returncode == 1
-    assert missing.stderr.endswith(":error: agent 'ghost' not found\n")  # after the prompt
+    assert missing.stderr.endswith(": \nerror: agent 'ghost' not found\n")  # after the prompt
 
 
 def test_console_errors_are_one_line(server: ServerProcess) -> None:

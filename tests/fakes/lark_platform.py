@@ -11,6 +11,9 @@ Both the real ``lark-oapi`` SDK and pal's client talk to it with the domain
   arrived;
 * the REST calls: tenant token, bot info, send, reply, reactions (add and delete), with the
   platform's codes (10014, 99991663, 230001, 230002) and response shapes;
+* app registration by QR scan (lark.md §4: ``POST /oauth/v1/app/registration``, form-encoded
+  ``init``/``begin``/``poll``), pending until a test approves (the app then exists), denies
+  or expires it;
 * test controls: apps, injected human messages (one envelope per app, with that app's own
   open_ids), silent connections (half-open: TCP stays up, nothing is read or answered, not
   even WebSocket pings), dropped connections, scripted discovery and handshake failures,
@@ -57,6 +60,7 @@ RECEIVE_ID_TYPES = ("chat_id", "open_id", "union_id", "user_id", "email")
 INVALID_TOKEN = {"code": 99991663, "msg": "Invalid access token for authorization."}
 BAD_SECRET_CODE = 10014
 EXCEED_CONN_LIMIT = 1000040350
+REGISTRATION_PATH = "/oauth/v1/app/registration"
 PRIVATE_FIELDS = ("app_id", "uuid", "receive_id", "receive_id_type", "reply_to", "reply_in_thread")
 
 
@@ -167,6 +171,23 @@ class FakeConnection:
                 self.closed.set()
 
 
+@dataclass
+class FakeRegistration:
+    """One device-flow app registration (lark.md §4): ``status`` is ``pending`` until a test
+    approves, denies or expires it; ``done`` once its credentials were handed out."""
+
+    device_code: str
+    user_code: str
+    form: dict[str, str]  # what ``begin`` was sent
+    expires_at: float  # time.monotonic()
+    status: str = "pending"
+    app_id: str | None = None
+    user: str = "Alice"
+    tenant_brand: str = "feishu"
+    slow_down: int = 0  # the next polls answered slow_down
+    polls: int = 0
+
+
 class HttpError(Exception):
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         self.status, self.body = status, body
@@ -185,6 +206,8 @@ class FakeLarkPlatform:
         max_connections: int = 50,
         token_ttl: int = 7200,
         repush_after: float | None = None,
+        registration_interval: float = 5,
+        registration_expires: float = 600,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -218,6 +241,12 @@ class FakeLarkPlatform:
         self._seq = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # app registration by QR scan (lark.md §4): see "registering apps" below
+        self.registration_interval = registration_interval
+        self.registration_expires = registration_expires
+        self.registration_methods = ["client_secret", "private_key_jwt"]
+        self.registrations: list[FakeRegistration] = []
+        self.registration_forms: list[dict[str, str]] = []  # every form posted, in order
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -436,6 +465,10 @@ class FakeLarkPlatform:
     # -- the server ------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()  # stop() ends connections a client keeps open, too
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             while True:
                 try:
@@ -495,6 +528,8 @@ class FakeLarkPlatform:
             return self._discover(parsed())
         if (method, path) == ("POST", "/open-apis/auth/v3/tenant_access_token/internal"):
             return self._token(parsed())
+        if (method, path) == ("POST", REGISTRATION_PATH):
+            return self._register(body)
         if path.startswith("/open-apis/"):
             app = self._authorize(headers)
             return 200, self._open_api(app, method, path, query, parsed())
@@ -657,6 +692,12 @@ class FakeLarkPlatform:
 
     def _reply(self, app: FakeApp, target: dict[str, Any], body: Any) -> dict[str, Any]:
         msg_type, content = self._content(body)
+        # A repeated uuid (within the hour, on Lark) answers the first reply, sends nothing.
+        uuid = body.get("uuid")
+        if uuid:
+            for m in self.messages:
+                if m.get("uuid") == uuid and m["app_id"] == app.app_id:
+                    return {"code": 0, "msg": "success", "data": _public(m)}
         root = target.get("root_id") or target["message_id"]
         in_thread = bool(body.get("reply_in_thread"))
         return self._store(
@@ -669,6 +710,7 @@ class FakeLarkPlatform:
             thread_id=("omt_" + _hash("thread", root)) if in_thread else "",
             reply_to=target["message_id"],
             reply_in_thread=in_thread,
+            uuid=uuid,
         )
 
     def _add_reaction(self, app: FakeApp, target: dict[str, Any], body: Any) -> dict[str, Any]:
@@ -807,6 +849,8 @@ class FakeLarkPlatform:
         received, s);
         ``POST /_fake/latencies/reset``; ``GET /_fake/state``."""
         body = body if isinstance(body, dict) else {}
+        if name.startswith("registrations"):
+            return self._registration_control(method, name, body)
         if (method, name) == ("POST", "apps"):
             return asdict(self.add_app(body["app_id"], body["app_secret"], body.get("name")))
         if (method, name) == ("POST", "inject"):
@@ -886,7 +930,124 @@ class FakeLarkPlatform:
             "messages": self.messages,
             "reactions": self.reactions,
             "reaction_log": self.reaction_log,
+            "registrations": [asdict(r) for r in self.registrations],
         }
+
+    # -- registering apps (lark.md §4: init, begin, poll; the test scans) ------------------
+
+    def registration(self, device_code: str | None = None) -> FakeRegistration:
+        """The registration with ``device_code``, else the newest one."""
+        found = [r for r in self.registrations if device_code in (None, r.device_code)]
+        if not found:
+            raise KeyError(f"no registration {device_code or '(none begun yet)'}")
+        return found[-1]
+
+    def approve_registration(
+        self,
+        device_code: str | None = None,
+        *,
+        app_id: str | None = None,
+        app_secret: str | None = None,
+        name: str | None = None,
+        user: str = "Alice",
+        tenant_brand: str = "feishu",
+    ) -> FakeApp:
+        """The person ``user`` scans and creates the app: it exists at once (token, bot info,
+        long connection) and the next poll hands out its credentials."""
+        reg = self.registration(device_code)
+        app_id = app_id or "cli_" + _hash("registered", reg.device_code)
+        app = self.add_app(app_id, app_secret or "sec_" + _hash("secret", app_id), name)
+        reg.status, reg.app_id, reg.user, reg.tenant_brand = "approved", app_id, user, tenant_brand
+        return app
+
+    def deny_registration(self, device_code: str | None = None) -> None:
+        self.registration(device_code).status = "denied"
+
+    def expire_registration(self, device_code: str | None = None) -> None:
+        self.registration(device_code).status = "expired"
+
+    def _register(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """``POST /oauth/v1/app/registration`` with a form; errors are HTTP 400 with
+        ``{"error", "error_description"}`` as on the real accounts host."""
+        form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        self.registration_forms.append(form)
+        action = form.get("action")
+        if action == "init":
+            nonce = _hash("nonce", str(next(self._ids)))
+            return 200, {"supported_auth_methods": self.registration_methods, "nonce": nonce}
+        if action == "begin":
+            if form.get("auth_method") != "client_secret" or not form.get("archetype"):
+                return _oauth_error("invalid_request", "archetype and auth_method are required")
+            number = str(next(self._ids))
+            code = _hash("user-code", number).upper()
+            reg = FakeRegistration(
+                device_code="dc_" + _hash("device", number, str(random.random())),
+                user_code=f"{code[:4]}-{code[4:8]}",
+                form=form,
+                expires_at=time.monotonic() + self.registration_expires,
+            )
+            self.registrations.append(reg)
+            return 200, {
+                "device_code": reg.device_code,
+                "user_code": reg.user_code,
+                "verification_uri": f"{self.origin}/page/launcher",
+                "verification_uri_complete": (
+                    f"{self.origin}/page/launcher?user_code={reg.user_code}"
+                ),
+                "interval": self.registration_interval,
+                "expire_in": self.registration_expires,
+            }
+        if action == "poll":
+            return self._poll_registration(form.get("device_code") or "")
+        return _oauth_error("invalid_request", f"unknown action {action!r}")
+
+    def _poll_registration(self, device_code: str) -> tuple[int, dict[str, Any]]:
+        reg = next((r for r in self.registrations if r.device_code == device_code), None)
+        if reg is None or reg.status == "done":
+            return _oauth_error("invalid_grant", "unknown or used device_code")
+        reg.polls += 1
+        if reg.status == "pending" and time.monotonic() >= reg.expires_at:
+            reg.status = "expired"
+        if reg.status == "expired":
+            return _oauth_error("expired_token", "the device_code has expired")
+        if reg.status == "denied":
+            return _oauth_error("access_denied", "the user refused to create the app")
+        if reg.slow_down > 0:
+            reg.slow_down -= 1
+            return _oauth_error("slow_down", "poll less often")
+        if reg.status == "pending" or reg.app_id is None:
+            return _oauth_error("authorization_pending", "waiting for the user to scan")
+        app = self.apps[reg.app_id]
+        reg.status = "done"
+        return 200, {
+            "client_id": app.app_id,
+            "client_secret": app.app_secret,
+            "user_info": {
+                "open_id": self.user(reg.user).open_id(app.app_id),
+                "tenant_brand": reg.tenant_brand,
+            },
+            "auth_method": ["client_secret"],
+        }
+
+    def _registration_control(self, method: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /_fake/registrations/approve {device_code?, app_id?, app_secret?, name?,
+        user?}``, ``.../deny {device_code?}``, ``.../expire {device_code?}``; ``GET
+        /_fake/registrations``."""
+        if (method, name) == ("GET", "registrations"):
+            return {"registrations": [asdict(r) for r in self.registrations]}
+        if (method, name) == ("POST", "registrations/approve"):
+            return asdict(self.approve_registration(**body))
+        if (method, name) == ("POST", "registrations/deny"):
+            self.deny_registration(body.get("device_code"))
+            return {}
+        if (method, name) == ("POST", "registrations/expire"):
+            self.expire_registration(body.get("device_code"))
+            return {}
+        raise HttpError(404, {"code": 404, "msg": f"no control {method} /_fake/{name}"})
+
+
+def _oauth_error(error: str, description: str) -> tuple[int, dict[str, Any]]:
+    return 400, {"error": error, "error_description": description}
 
 
 def _public(stored: dict[str, Any]) -> dict[str, Any]:
@@ -939,6 +1100,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-connections", type=int, default=50)
     p.add_argument("--token-ttl", type=int, default=7200)
     p.add_argument("--repush-after", type=float, default=None)
+    p.add_argument("--registration-interval", type=float, default=5)
     p.add_argument("--app", action="append", default=[], help="APP_ID:SECRET (repeatable)")
     args = p.parse_args(argv)
 
@@ -951,6 +1113,7 @@ def main(argv: list[str] | None = None) -> None:
             max_connections=args.max_connections,
             token_ttl=args.token_ttl,
             repush_after=args.repush_after,
+            registration_interval=args.registration_interval,
         )
         for spec in args.app:
             app_id, secret = spec.split(":", 1)

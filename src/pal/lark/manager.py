@@ -45,6 +45,16 @@ class Connection(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
+class Bridge(Protocol):
+    """What the manager needs of the bridge that handles its events
+    (:class:`pal.lark.bridge.LarkBridge`): started after the bots, stopped before their
+    REST clients close."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class Rest(Protocol):
     """What the manager needs of a bot's REST client (:class:`pal.lark.rest.LarkRest`)."""
 
@@ -107,12 +117,18 @@ class LarkManager:
         self._rests: dict[str, Any] = {}
         self._error: str | None = None
         self._lock = asyncio.Lock()
+        self.bridge: Bridge | None = None  # set by pal.lark.bridge.bridged_manager
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Connect the bots of lark.json; an unusable file leaves Lark off (logged, and in
-        :meth:`status`), never raises."""
+        :meth:`status`), never raises. Then start the bridge, if any."""
+        await self._start_bots()
+        if self.bridge is not None:
+            await self.bridge.start()
+
+    async def _start_bots(self) -> None:
         async with self._lock:
             try:
                 config = load_config(self.path)
@@ -143,9 +159,12 @@ class LarkManager:
             return self.status()
 
     async def stop(self) -> None:
-        """Stop every connection and close the REST clients."""
+        """Stop every connection, then the bridge (its queued Lark calls), and close the
+        REST clients."""
         async with self._lock:
             await self._stop_bots(list(self._connections))
+            if self.bridge is not None:
+                await self.bridge.stop()
             for app_id in list(self._rests):
                 await self._close_rest(app_id)
 

@@ -11,6 +11,8 @@ Rules (DESIGN.md §5), applied to each agent at most once per message:
 * mode ``off``: nothing at all;
 * an agent mentioned that is not a member is delivered too (``mention_nonmember``);
 * an agent never gets its own message;
+* a message from Lark (sender_kind ``lark``, posted by ``pal.lark.bridge``) has its
+  reasons prefixed ``lark_`` (``lark_mention``), so a delivery says it came from Lark;
 * loop guard: each room counts agent-authored messages since the last human one; once that
   count passes the room's ``hop_limit`` (default 8), agent messages wake nobody until a
   human writes again;
@@ -222,7 +224,8 @@ def post_message(conn: Connection, new: NewMessage) -> dict[str, Any]:
                 "message_id": message_id,
                 "room_id": room["id"],
                 "topic_id": topic_id,
-                "reason": r.reason,
+                # A Lark message's deliveries say so: "lark_mention", ...
+                "reason": f"lark_{r.reason}" if sender_kind == "lark" else r.reason,
                 "status": r.status,
             }
             for r in routes

@@ -14,7 +14,15 @@ from sqlalchemy.engine import Connection
 from pal.errors import NotFound
 from pal.store.rows import as_dict, as_dicts
 from pal.store.run_output import storable
-from pal.store.tables import lark_chats, lark_events, lark_messages, lark_users, utcnow
+from pal.store.tables import (
+    deliveries,
+    lark_chats,
+    lark_events,
+    lark_messages,
+    lark_users,
+    runs,
+    utcnow,
+)
 
 EVENTS_KEPT = 1000
 OUTCOMES = ("delivered", "unauthorized", "duplicate", "ignored", "error")
@@ -228,3 +236,69 @@ def update_message(conn: Connection, message_id: int, **values: Any) -> None:
     if not values or set(values) - allowed:
         raise ValueError(f"update_message sets only {sorted(allowed)}")
     conn.execute(lark_messages.update().where(lark_messages.c.id == message_id).values(values))
+
+
+# -- the bridge's lookups (pal.lark.bridge) ------------------------------------------------------
+
+
+def list_chats(conn: Connection) -> list[dict[str, Any]]:
+    """Every Lark chat linked to a room (the bridge keeps them in memory)."""
+    return as_dicts(conn.execute(sa.select(lark_chats).order_by(lark_chats.c.created_at)))
+
+
+def message_of_pal_message(
+    conn: Connection, app_id: str, pal_message_id: int
+) -> dict[str, Any] | None:
+    """The Lark message of ``app_id`` that became the pal message ``pal_message_id``."""
+    row = conn.execute(
+        sa.select(lark_messages)
+        .where(
+            lark_messages.c.pal_message_id == pal_message_id,
+            lark_messages.c.app_id == app_id,
+        )
+        .limit(1)
+    ).first()
+    return as_dict(row) if row else None
+
+
+def newest_message_in_chat(conn: Connection, app_id: str, chat_id: str) -> dict[str, Any] | None:
+    """The newest Lark message the bot received in ``chat_id``."""
+    row = conn.execute(
+        sa.select(lark_messages)
+        .where(lark_messages.c.app_id == app_id, lark_messages.c.chat_id == chat_id)
+        .order_by(lark_messages.c.id.desc())
+        .limit(1)
+    ).first()
+    return as_dict(row) if row else None
+
+
+def get_message_row(conn: Connection, row_id: int) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(lark_messages).where(lark_messages.c.id == row_id)).first()
+    return as_dict(row) if row else None
+
+
+def open_reactions(conn: Connection) -> list[dict[str, Any]]:
+    """Lark messages whose reaction is still on, each with ``ended``: true when its
+    delivery failed, or was acked and has no running run left (its run ended, maybe while
+    the server was down), so the reaction should come off."""
+    running = (
+        sa.select(runs.c.id)
+        .where(runs.c.delivery_id == lark_messages.c.delivery_id, runs.c.status == "running")
+        .exists()
+    )
+    query = (
+        sa.select(
+            lark_messages, deliveries.c.status.label("delivery_status"), running.label("running")
+        )
+        .select_from(
+            lark_messages.outerjoin(deliveries, deliveries.c.id == lark_messages.c.delivery_id)
+        )
+        .where(lark_messages.c.reaction_id.is_not(None))
+        .order_by(lark_messages.c.id)
+    )
+    found = []
+    for row in as_dicts(conn.execute(query)):
+        status, running_now = row.pop("delivery_status"), bool(row.pop("running"))
+        row["ended"] = status in (None, "failed") or (status == "acked" and not running_now)
+        found.append(row)
+    return found

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, cast
+from typing import Annotated, Any, cast, get_args
 
 import typer
 
 from pal.cli import output
 from pal.cli.console import lark as lark_cli
+from pal.cli.console import lark_setup
 from pal.cli.console.context import AsJson, connect
+from pal.cli.console.prompts import ask
 from pal.client import Agent, AgentSaved, ApiError, Runtime, ServerClient
 from pal.lark import FEISHU_DOMAIN
 
@@ -25,13 +26,20 @@ NewRuntime = Annotated[
 ]
 ChangedRuntime = Annotated[Runtime | None, typer.Option("--runtime", help="New runtime.")]
 Interactive = Annotated[
-    bool, typer.Option("--interactive", help="Ask for each field (flags given become defaults).")
+    bool,
+    typer.Option(
+        "--interactive",
+        help="Ask for each field (flags given become defaults), then offer Lark setup.",
+    ),
 ]
-
-OnboardStep = Callable[[ServerClient, Agent], None]
-ONBOARD_FOLLOW_UPS: tuple[OnboardStep, ...] = ()
-"""Steps ``agents onboard --interactive`` runs, in order, after the agent is saved; each gets
-the client and the saved agent and may ask more questions."""
+LarkDomain = Annotated[
+    str | None,
+    typer.Option(
+        "--lark-domain",
+        metavar="URL",
+        help=f"Lark's origin (default {FEISHU_DOMAIN}; https://open.larksuite.com for Lark).",
+    ),
+]
 
 
 @app.command("list")
@@ -84,10 +92,20 @@ def onboard(
         str | None,
         typer.Option("--computer-id", help="Assign the agent to this computer (machine_...)."),
     ] = None,
+    lark_domain: LarkDomain = None,
     interactive: Interactive = False,
     as_json: AsJson = False,
 ) -> None:
-    """Create or update an agent and optionally assign it to a computer, in one step."""
+    """Create or update an agent and optionally assign it to a computer, in one step.
+
+    With --interactive it asks for each field, then offers to set up the agent's Lark bot:
+    create a Lark app by scanning a QR code (or opening its link), or paste an App ID and
+    App Secret; the credential is checked with Lark, written to lark.json (0600) and the
+    server reloads it, as with agents update --lark-app-id.
+    """
+    if lark_domain is not None and not interactive:
+        output.fail("--lark-domain goes with --interactive", output.EXIT_USAGE)
+    lark_domain = lark_setup.checked_domain(lark_domain)
     client = connect(ctx)
     if interactive:
         key = _ask("Agent key", key)
@@ -101,10 +119,22 @@ def onboard(
     payload = client.onboard_agent(
         key, display_name=name, runtime=runtime, description=desc, computer_id=computer_id or None
     )
-    _print_saved(payload, as_json)
+    if not as_json:
+        _print_saved(payload, as_json)
+    lark = None
     if interactive:
-        for step in ONBOARD_FOLLOW_UPS:
-            step(client, payload["agent"])
+        saved = payload["agent"]["key"]
+        planned = lark_setup.plan(
+            payload["agent"],
+            domain=lark_domain,
+            unchanged=f"agent {saved} is saved; lark.json was not changed",
+        )
+        if planned is not None:
+            lark = lark_cli.apply(client, *planned)
+    if as_json:
+        output.print_json(_with_lark(payload, lark))
+    elif lark:
+        typer.echo(lark_cli.describe_applied(lark, client.base_url))
 
 
 @app.command("update")
@@ -125,14 +155,7 @@ def update(
     lark_label: Annotated[
         str | None, typer.Option("--lark-label", help="A name for the bot in lark.json.")
     ] = None,
-    lark_domain: Annotated[
-        str | None,
-        typer.Option(
-            "--lark-domain",
-            metavar="URL",
-            help=f"Lark's origin (default {FEISHU_DOMAIN}; https://open.larksuite.com for Lark).",
-        ),
-    ] = None,
+    lark_domain: LarkDomain = None,
     rebind_lark: Annotated[
         bool,
         typer.Option("--rebind-lark", help="Move the agent (or the bot) from its current binding."),
@@ -156,6 +179,10 @@ def update(
     else $PAL_HOME/lark.json, mode 0600) and asks the server to reload it. An agent is bound
     to one bot at most: --rebind-lark moves it. --unbind-lark clears the binding and keeps
     the credential.
+
+    --interactive asks for each field, then what to do with the agent's Lark bot: create a
+    Lark app by scanning a QR code (or opening its link), paste an App ID and App Secret, move
+    the agent to another bot or unbind it; all checked with Lark before anything is written.
     """
     client = connect(ctx)
     change = lark_cli.LarkChange(
@@ -167,11 +194,19 @@ def update(
         unbind=unbind_lark,
         reload=not no_reload,
     )
-    change.check()
+    change.check(interactive)
+    prepared = None
     if interactive:
         key = _ask("Agent key", key)
         current = client.get_agent(key)["agent"]
         name, runtime, desc = _ask_fields(current, name, runtime, desc)
+        if not change.requested:
+            asked: Agent = {**current, "display_name": name, "description": desc}
+            planned = lark_setup.plan(
+                asked, domain=change.domain, label=change.label, reload=change.reload
+            )
+            if planned is not None:
+                prepared, change = planned
     elif key is None:
         output.fail("give --key, or use --interactive", output.EXIT_USAGE)
     elif name is None and runtime is None and desc is None and not change.requested:
@@ -180,8 +215,7 @@ def update(
             "--lark-app-secret, or --unbind-lark (or use --interactive)",
             output.EXIT_USAGE,
         )
-    prepared = None
-    if change.requested:
+    if change.requested and prepared is None:
         agent = client.get_agent(key)["agent"]  # the agent must exist before it is bound
         prepared = lark_cli.prepare(agent["key"], change)
     changed = name is not None or runtime is not None or desc is not None
@@ -191,7 +225,7 @@ def update(
         payload = client.get_agent(key)
     lark = lark_cli.apply(client, prepared, change) if prepared else None
     if as_json:
-        output.print_json({**payload, "lark": lark} if lark else payload)
+        output.print_json(_with_lark(payload, lark))
         return
     if changed:
         typer.echo(f"updated agent {_describe(payload['agent'])}")
@@ -229,6 +263,10 @@ def delete(
         typer.echo(f"unbound Lark bot {unbound} (its credential stays in lark.json)")
 
 
+def _with_lark(payload: Any, lark: dict[str, Any] | None) -> Any:
+    return {**payload, "lark": lark} if lark else payload
+
+
 def _print_saved(payload: AgentSaved, as_json: bool) -> None:
     if as_json:
         output.print_json(payload)
@@ -259,13 +297,7 @@ def _get(agent: Agent | None, field: str) -> str | None:
 def _ask(question: str, default: str | None, empty: str | None = None) -> str:
     """Prompt (on stderr, keeping stdout for ``--json``) until answered; ``empty`` (when not
     ``None``) makes a blank answer valid."""
-    answer = typer.prompt(
-        question,
-        default=default if default is not None else empty,
-        show_default=bool(default),
-        err=True,
-    )
-    return str(answer).strip()
+    return str(ask(question, default, empty=empty))
 
 
 def _ask_fields(
@@ -274,8 +306,7 @@ def _ask_fields(
     """Ask for display name, runtime and description; flags, then the current values, are
     the defaults."""
     name = _ask("Display name", name or _get(current, "display_name"))
-    chosen = typer.prompt(
-        "Runtime", default=runtime or _get(current, "runtime") or "codex", type=Runtime, err=True
-    )
+    default = runtime or _get(current, "runtime") or "codex"
+    chosen = ask("Runtime", default, choices=get_args(Runtime))
     desc = _ask("Description", desc if desc is not None else _get(current, "description"), "")
     return name, cast(Runtime, chosen), desc

@@ -302,8 +302,9 @@ class LarkChange:
     def requested(self) -> bool:
         return self.app_id is not None or self.app_secret is not None or self.unbind
 
-    def check(self) -> None:
-        """Usage errors: options that do not go together."""
+    def check(self, interactive: bool = False) -> None:
+        """Usage errors: options that do not go together. With ``interactive``, --lark-label
+        and --lark-domain alone are the defaults of the questions."""
         binding = self.app_id is not None or self.app_secret is not None
         if self.unbind and (binding or self.rebind or self.label or self.domain):
             output.fail(
@@ -312,7 +313,12 @@ class LarkChange:
             )
         if binding and (self.app_id is None or self.app_secret is None):
             output.fail("give both --lark-app-id and --lark-app-secret", output.EXIT_USAGE)
-        if not binding and (self.rebind or self.label is not None or self.domain is not None):
+        defaults_only = interactive and not self.rebind and not self.unbind
+        if (
+            not binding
+            and not defaults_only
+            and (self.rebind or self.label is not None or self.domain is not None)
+        ):
             output.fail(
                 "--lark-label, --lark-domain and --rebind-lark go with --lark-app-id and "
                 "--lark-app-secret",
@@ -349,18 +355,22 @@ def _bot_from_options(fields: dict[str, Any]) -> BotConfig:
         output.fail("; ".join(problems), output.EXIT_USAGE)
 
 
-def _load(path: Path) -> LarkConfig:
+def load_checked(path: Path, unchanged: str = "nothing was changed") -> LarkConfig:
+    """lark.json, or the command fails saying what is wrong with it."""
     from pal.lark.config import LarkConfigError, load_config
 
     try:
         return load_config(path)
     except LarkConfigError as exc:
-        output.fail(f"{exc.message}; fix it first (nothing was changed)")
+        output.fail(f"{exc.message}; fix it first ({unchanged})")
 
 
-def check_credentials(bot: BotConfig) -> dict[str, Any]:
+def check_credentials(
+    bot: BotConfig, fix: str | None = None, unchanged: str = "nothing was changed"
+) -> dict[str, Any]:
     """Lark's ``bot_info`` for ``bot`` (a tenant token, then the bot's open_id); fails the
-    command, saying what to fix, when Lark refuses or cannot be reached."""
+    command, saying what to fix (``fix``, else the options to check), when Lark refuses or
+    cannot be reached."""
     from pal.lark.rest import LarkApiError, LarkRest, LarkUnreachable
 
     async def fetch() -> dict[str, Any]:
@@ -376,22 +386,25 @@ def check_credentials(bot: BotConfig) -> dict[str, Any]:
     except LarkApiError as exc:
         output.fail(
             f"Lark refused the credentials of app {bot.app_id} (code {exc.code}: {exc.msg}); "
-            "check --lark-app-id and --lark-app-secret (nothing was changed)"
+            f"{fix or 'check --lark-app-id and --lark-app-secret'} ({unchanged})"
         )
     except LarkUnreachable as exc:
         output.fail(
             f"cannot reach Lark at {bot.domain} ({exc}); check --lark-domain and the network "
-            "(nothing was changed)"
+            f"({unchanged})"
         )
 
 
-def prepare(key: str, change: LarkChange) -> Prepared:
+def prepare(
+    key: str, change: LarkChange, *, fix: str | None = None, unchanged: str = "nothing was changed"
+) -> Prepared:
     """Check a ``--lark-*`` change against lark.json and (when binding) against Lark itself;
-    writes nothing. Any problem fails the command."""
+    writes nothing. Any problem fails the command (``fix`` and ``unchanged``: see
+    :func:`check_credentials`)."""
     from pal.lark.config import LarkConfigError, bind_bot, unbind_agent
 
     path = lark_config_path()
-    config = _load(path)
+    config = load_checked(path, unchanged)
     if change.unbind:
         try:
             new, bot = unbind_agent(config, key)
@@ -414,7 +427,7 @@ def prepare(key: str, change: LarkChange) -> Prepared:
         bind_bot(config, bot, rebind=change.rebind)  # the rules first: no network for a refusal
     except LarkConfigError as exc:
         output.fail(exc.message)
-    info = check_credentials(bot)
+    info = check_credentials(bot, fix, unchanged)
     open_id = info.get("open_id")
     bot = bot.model_copy(update={"open_id": open_id if isinstance(open_id, str) else None})
     if not bot.label and not (existing and existing.label):

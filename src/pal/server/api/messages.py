@@ -12,6 +12,7 @@ from pal.errors import Invalid
 from pal.server.api.debates import publish_turn
 from pal.server.api.fields import MAX_ID, MAX_PAGE, Body, Content, Id, Limit, Sender
 from pal.server.deps import DB, HubDep
+from pal.server.hub import Hub
 from pal.server.responses import ORJSONResponse
 from pal.server.routing import SENDER_KINDS, NewMessage, post_message
 from pal.store import agents as agents_store
@@ -42,7 +43,11 @@ class MessageCreate(Body):
         max_length=128,
         description="makes a retried post idempotent: the same sender and id post once",
     )
-    sender_kind: str | None = Field(default=None, description="|".join(SENDER_KINDS))
+    sender_kind: str | None = Field(
+        default=None,
+        description="|".join(SENDER_KINDS),
+        json_schema_extra={"enum": [*SENDER_KINDS, None]},
+    )
     source: str | None = Field(default=None, max_length=32)
 
 
@@ -50,7 +55,11 @@ class MessageCreate(Body):
 # re-serialise the result dict costs more than the rest of the request.
 
 
-@router.post("/api/messages", status_code=201)
+@router.post(
+    "/api/messages",
+    status_code=201,
+    responses={200: {"description": "a duplicate client_msg_id: the message posted before"}},
+)
 async def create_message(body: MessageCreate, db: DB, hub: HubDep) -> ORJSONResponse:
     """Post a message; its deliveries are created in the same transaction."""
     if body.sender_kind is not None and body.sender_kind not in SENDER_KINDS:
@@ -69,13 +78,19 @@ async def create_message(body: MessageCreate, db: DB, hub: HubDep) -> ORJSONResp
     result = await db.write(post_message, new)
     if result["duplicate"]:
         return ORJSONResponse(result, status_code=200)
+    publish_posted(hub, result)
+    return ORJSONResponse(result, status_code=201)
+
+
+def publish_posted(hub: Hub, result: dict[str, Any]) -> None:
+    """The hub events of a new message (``post_message``'s result): the message, its pending
+    deliveries and the debate turn it took. Lark's bridge posts through here too."""
     message = result["message"]
     hub.publish("message", room_id=message["room_id"], message_id=message["id"])
     for delivery in result["deliveries"]:
         if delivery["status"] == "pending":
             hub.publish("delivery", agent_key=delivery["agent_key"], delivery_id=delivery["id"])
     publish_turn(hub, message["room_id"], result["debate"])
-    return ORJSONResponse(result, status_code=201)
 
 
 @router.get("/api/messages")
@@ -115,7 +130,7 @@ async def list_messages(
 
 
 @router.get("/api/messages/{message_id}")
-async def get_message(message_id: Annotated[int, Path(le=MAX_ID)], db: DB) -> dict[str, Any]:
+async def get_message(message_id: Annotated[int, Path(ge=1, le=MAX_ID)], db: DB) -> dict[str, Any]:
     return {"message": await db.read(messages_store.get_message, message_id)}
 
 

@@ -6,6 +6,7 @@
 //   #/agents                                       agents
 //   #/computers                                    computers
 //   #/artifacts                                    uploaded files
+//   #/settings[?tab=lark]                          Lark access and bots
 //
 // Each page module exports mount(root, params) → {update(params) → bool, unmount()}. Moving
 // between two rooms calls update() on the mounted page (the sidebar stays); anything else
@@ -20,6 +21,7 @@ import * as run from "./run.js";
 import * as agents from "./agents.js";
 import * as computers from "./computers.js";
 import * as artifacts from "./artifacts.js";
+import * as settings from "./settings.js";
 
 const DEFAULT_ROOM = "general";
 
@@ -30,6 +32,7 @@ const ROUTES = [
   { pattern: /^\/agents$/, page: agents, nav: "agents", params: () => ({}) },
   { pattern: /^\/computers$/, page: computers, nav: "computers", params: () => ({}) },
   { pattern: /^\/artifacts$/, page: artifacts, nav: "artifacts", params: () => ({}) },
+  { pattern: /^\/settings$/, page: settings, nav: "settings", params: () => ({}) },
 ];
 
 let current = null; // {page, view}

@@ -18,6 +18,7 @@ const KINDS = [
   "computer",
   "computer_revoked",
   "artifact",
+  "lark_event",
 ];
 const SHOW_RECONNECTING_MS = 1500;
 const MAX_BACKOFF_MS = 15000;
