@@ -25,6 +25,8 @@ from pal.store import migrate
 from pal.store.db import Database, open_database
 from pal.store.tables import metadata
 
+pytest_plugins = ["tests.secret_scan"]  # fails the run when a secret shows up in a log
+
 PG_ADMIN_URL = os.environ.get(
     "PAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

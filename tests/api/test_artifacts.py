@@ -476,5 +476,6 @@ def test_the_openapi_document_lists_the_artifact_endpoints(client: TestClient) -
         ("get", "/artifacts/{artifact_id}"),
     ]:
         assert method in paths.get(path, {}), (method, path)
-    body = paths["/api/artifacts"]["post"]["requestBody"]["content"]["*/*"]["schema"]
-    assert body == {"type": "string", "format": "binary"}
+    body = paths["/api/artifacts"]["post"]["requestBody"]["content"]
+    binary = {"type": "string", "format": "binary", "minLength": 1}
+    assert body == {"application/octet-stream": {"schema": binary}}

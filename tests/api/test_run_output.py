@@ -290,7 +290,7 @@ def test_run_output_of_an_unknown_run_is_404(client, database):
         ({"chunks": [chunk(-1)]}, "chunks.0.seq"),
         ({"chunks": [chunk("1")]}, "chunks.0.seq"),
         ({"chunks": [chunk(True)]}, "chunks.0.seq"),
-        ({"chunks": [chunk(1.0)]}, "chunks.0.seq"),
+        ({"chunks": [chunk(1.5)]}, "chunks.0.seq"),
         ({"chunks": [chunk(2**63)]}, "chunks.0.seq"),
         ({"chunks": [chunk(0, stream="stdin")]}, "chunks.0.stream"),
         ({"chunks": [chunk(0, data=None)]}, "chunks.0.data"),

@@ -138,7 +138,7 @@ def test_unread_counts_stop_at_the_cap(client, database):
         "general:-1",
         "general:1.5",
         "a b:1",
-        "g:" + "9" * 19,
+        "g:" + "9" * 20,
     ],
 )
 def test_a_bad_read_value_is_422(client, value):

@@ -25,6 +25,22 @@ def reported_errors(url: str) -> Iterator[None]:
     try:
         yield
     except (sa.exc.SQLAlchemyError, OSError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip()
+        reason = str(getattr(exc, "orig", None) or exc).strip() + _read_only_hint(url)
         typer.echo(f"error: cannot open the database {describe(url)}: {reason}", err=True)
         raise typer.Exit(1) from None
+
+
+def _read_only_hint(url: str) -> str:
+    """Why SQLite cannot open a file whose folder is read-only, which it does not say."""
+    import os
+    from pathlib import Path
+
+    if not url.startswith("sqlite"):
+        return ""
+    folder = Path(describe(url)).parent
+    if not folder.is_dir() or os.access(folder, os.W_OK):
+        return ""
+    return (
+        f" (its folder {folder} is read-only: SQLite writes the database and its -wal and -shm "
+        "files there; make it writable or set PAL_DB to a writable place)"
+    )

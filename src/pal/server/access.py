@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pal.config import Settings
+from pal.server.auth_failures import AuthFailures, TooManyFailures, client_address
 from pal.server.responses import ORJSONResponse
 from pal.store import computers as computers_store
 from pal.store.db import Database
@@ -119,7 +120,8 @@ def cookie_session(headers: dict[bytes, bytes]) -> str | None:
 
 
 class AdminAuth:
-    """Refuses (401/403) what the caller may not do, when the settings ask for the token.
+    """Refuses (401/403) what the caller may not do, when the settings ask for the token;
+    429 for a bearer credential from an address that failed too often.
 
     A computer API key is checked here (one lookup) and the computer is left in
     ``scope["state"]["pal_computer"]`` for the daemon endpoints' own check.
@@ -143,7 +145,11 @@ class AdminAuth:
             await self.app(scope, receive, send)
             return
         status, message = refusal
-        await ORJSONResponse({"error": message}, status_code=status)(scope, receive, send)
+        failures: AuthFailures = state.auth_failures
+        wait = failures.retry_after(client_address(scope)) if status == 429 else None
+        headers = {"Retry-After": str(wait)} if wait is not None else None
+        response = ORJSONResponse({"error": message}, status_code=status, headers=headers)
+        await response(scope, receive, send)
 
     async def _refusal(self, scope: Scope, state: Any) -> tuple[int, str] | None:
         headers = dict(scope["headers"])
@@ -151,11 +157,20 @@ class AdminAuth:
         scheme, _, credential = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         credential = credential.strip()
         if scheme.lower() == "bearer" and credential:
+            # An address that failed too often waits before any credential is checked, so
+            # guessing goes no faster than the limit (server/auth_failures.py).
+            failures: AuthFailures = state.auth_failures
+            address = client_address(scope)
+            try:
+                failures.check(address)
+            except TooManyFailures as exc:
+                return 429, exc.message
             if hmac.compare_digest(credential.encode(), token.encode()):
                 return None
             db: Database = state.db
             computer = await db.read(computers_store.find_by_credential, credential)
             if computer is None or computer["status"] == "revoked":
+                failures.record(address)
                 return 401, WRONG
             path = scope["path"]
             if ADMIN_ONLY.match(path) or (

@@ -13,8 +13,9 @@ from fastapi import FastAPI
 import pal
 from pal.admin_token import ensure_token
 from pal.config import Settings, ensure_home
+from pal.lark.bridge import bridged_manager
 from pal.lark.manager import LarkManager
-from pal.server import access, artifact_files, digests, errors, liveness, web
+from pal.server import access, artifact_files, digests, errors, liveness, openapi, web
 from pal.server.api import (
     agents,
     artifacts,
@@ -30,8 +31,10 @@ from pal.server.api import (
     sessions,
 )
 from pal.server.api import lark as lark_api
+from pal.server.auth_failures import AuthFailures
 from pal.server.hub import Hub
 from pal.server.middleware import DefaultJSONContentType
+from pal.server.replicas import Replicas
 from pal.server.responses import ORJSONResponse
 from pal.store import migrate
 from pal.store import rooms as rooms_store
@@ -71,11 +74,12 @@ def create_app(
     *,
     database: Database | None = None,
     admin_token: str | None = None,
-    lark_manager: Callable[[Settings, Database, Hub], LarkManager] = LarkManager,
+    lark_manager: Callable[[Settings, Database, Hub], LarkManager] = bridged_manager,
 ) -> FastAPI:
     """Build the server. Without ``database``, the lifespan opens (and closes) the store;
     without ``admin_token``, it reads (or creates) the token file (server/access.py);
-    ``lark_manager`` builds the Lark bots' manager (``app.state.lark``)."""
+    ``lark_manager`` builds the Lark bots' manager (``app.state.lark``; by default with the
+    bridge between Lark chats and rooms, ``pal.lark.bridge``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,6 +87,9 @@ def create_app(
         db = database or open_store(settings)
         await db.write(rooms_store.ensure_room, rooms_store.DEFAULT_ROOM)
         app.state.db = db
+        # several server processes may share a PostgreSQL database: join their hubs
+        if db.dialect == "postgresql":
+            app.state.replicas = await Replicas.start(app.state.hub, db)
         app.state.lark = lark_manager(settings, db, app.state.hub)
         await app.state.lark.start()  # a bad lark.json is logged; Lark stays off
         sweeper = asyncio.create_task(
@@ -97,6 +104,8 @@ def create_app(
             yield
         finally:
             await app.state.lark.stop()
+            if app.state.replicas is not None:
+                await app.state.replicas.stop()
             app.state.hub.close()  # ends the event streams still open
             sweeper.cancel()
             cleaner.cancel()
@@ -122,10 +131,13 @@ def create_app(
     )
     app.state.settings = settings
     app.state.hub = Hub()
+    app.state.auth_failures = AuthFailures()  # failed authentication, per client address
+    app.state.replicas = None
     app.add_middleware(DefaultJSONContentType)
     app.add_middleware(access.AdminAuth)
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
     web.install(app)
+    openapi.install(app)
     return app

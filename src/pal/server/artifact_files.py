@@ -117,9 +117,18 @@ def _flush(out: Any) -> None:
     os.fsync(out.fileno())
 
 
+def inside(folder: Path, name: str) -> Path:
+    """``folder/name``, or ValueError when ``name`` could point elsewhere: a file name only
+    (no separator, not ``.`` or ``..``, no NUL). Artifact names are ids the server made, but
+    the check keeps a bad row from reaching outside the folder."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise ValueError(f"not a file name in the artifacts folder: {name[:100]!r}")
+    return folder / name
+
+
 async def place(received: Received, folder: Path, name: str) -> Path:
     """Rename the upload to ``folder/name`` (atomic: the name never holds a partial file)."""
-    target = folder / name
+    target = inside(folder, name)
 
     def rename() -> None:
         os.replace(received.temp, target)
@@ -134,8 +143,17 @@ async def place(received: Received, folder: Path, name: str) -> Path:
 
 
 def remove_file(folder: Path, name: str) -> int:
-    """Delete ``folder/name``; returns the bytes freed (0 when it was already gone)."""
-    target = folder / name
+    """Delete ``folder/name``; returns the bytes freed (0 when it was already gone, or when
+    ``name`` is not a file name in the folder)."""
+    try:
+        target = inside(folder, name)
+    except ValueError:
+        log.warning(
+            "artifact file name refused: %r",
+            name[:100],
+            extra={"action": "artifact_path_refused"},
+        )
+        return 0
     try:
         size = target.stat().st_size
         target.unlink()

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
 from pal.errors import Forbidden, Unauthorized
+from pal.server.auth_failures import AuthFailures, client_address
 from pal.store import computers as computers_store
 from pal.store.db import Database
 
@@ -36,16 +37,22 @@ def bearer(connection: HTTPConnection) -> str | None:
 
 
 async def authenticate(connection: HTTPConnection) -> dict[str, Any]:
-    """The calling computer; :class:`Unauthorized` without a valid, unrevoked credential."""
+    """The calling computer; :class:`Unauthorized` without a valid, unrevoked credential
+    (counted as a failure of the client's address), :class:`TooManyFailures` (429) while
+    that address must wait (server/auth_failures.py)."""
     checked: dict[str, Any] | None = connection.scope.get("state", {}).get("pal_computer")
     if checked is not None:  # the admin-token check (server/access.py) looked it up already
         return checked
     credential = bearer(connection)
     if credential is None:
         raise Unauthorized(MISSING)
+    failures: AuthFailures = connection.app.state.auth_failures
+    address = client_address(connection.scope)
+    failures.check(address)
     db: Database = connection.app.state.db
     computer = await db.read(computers_store.find_by_credential, credential)
     if computer is None or computer["status"] == "revoked":
+        failures.record(address)
         raise Unauthorized(REFUSED)
     return computer
 

@@ -8,6 +8,13 @@ The hub also keeps the last :data:`HISTORY` events and a random ``boot`` id made
 created, so a client that reconnects to ``GET /api/events`` with the last id it saw gets
 exactly the events it missed, or is told to resync when they are gone (another boot, or more
 than :data:`HISTORY` events ago).
+
+With several server processes on PostgreSQL, ``server/replicas.py`` hands every event
+published here to the other processes (:attr:`Hub.forward`) and republishes theirs
+(:meth:`Hub.republish`). Event numbers are this process's own: a remote event gets the next
+local number, so resuming by id stays exact on the process that numbered the events. When
+the process may have missed remote events (its listening connection dropped),
+:meth:`Hub.gap` makes every subscriber and every resume resync.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import asyncio
 import itertools
 import secrets
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,6 +41,8 @@ class Hub:
         self._last = 0
         self.boot = secrets.token_hex(4)
         self._closed = False
+        # called with each event published here (not with republished ones)
+        self.forward: Callable[[Event], None] | None = None
 
     @property
     def last(self) -> int:
@@ -41,6 +50,25 @@ class Hub:
         return self._last
 
     def publish(self, kind: str, **data: Any) -> Event:
+        event = self._emit(kind, data)
+        if self.forward is not None:
+            self.forward(event)
+        return event
+
+    def republish(self, kind: str, data: dict[str, Any]) -> Event:
+        """Publish an event another server process published (not forwarded again)."""
+        return self._emit(kind, data)
+
+    def gap(self) -> None:
+        """Events may have been missed (the link to the other processes dropped): end every
+        subscription (each resyncs), and skip a number with the history cleared, so a
+        resume from any id before now resyncs too."""
+        self._last += 1
+        self._history.clear()
+        for queue in list(self._subscribers):
+            self._drop(queue)
+
+    def _emit(self, kind: str, data: dict[str, Any]) -> Event:
         self._last += 1
         event = {"id": self._last, "kind": kind, **data}
         self._history.append(event)

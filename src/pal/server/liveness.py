@@ -12,6 +12,9 @@ import asyncio
 import logging
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
+from pal.server.errors import database_reason
 from pal.server.hub import Hub
 from pal.store import liveness as liveness_store
 from pal.store.db import Database
@@ -77,5 +80,8 @@ async def sweep_forever(db: Database, hub: Hub, grace: float) -> None:
             await sweep_once(db, hub, grace)
         except asyncio.CancelledError:
             raise
+        except OperationalError as exc:  # the database is down, full or read-only
+            reason = database_reason(exc)
+            log.error("liveness sweep failed: %s", reason, extra={"action": "sweep_failed"})
         except Exception:
             log.exception("liveness sweep failed", extra={"action": "sweep_failed"})

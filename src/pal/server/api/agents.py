@@ -8,9 +8,10 @@ from fastapi import APIRouter, Response
 from pydantic import AliasChoices, Field
 from sqlalchemy.engine import Connection
 
-from pal.server.api.fields import AgentKey, Body, JSONObject, Runtime
+from pal.server.api.fields import AGENT_SEGMENT, AgentKey, Body, JSONObject, Runtime
 from pal.server.deps import DB, HubDep
 from pal.server.hub import Hub
+from pal.server.openapi import UPDATED
 from pal.store import agents as agents_store
 
 router = APIRouter(tags=["agents"])
@@ -67,12 +68,12 @@ async def list_agents(db: DB) -> dict[str, Any]:
     return {"agents": await db.read(agents_store.list_agents)}
 
 
-@router.get("/api/agents/{key}")
+@router.get(f"/api/agents/{{key:{AGENT_SEGMENT}}}")
 async def get_agent(key: str, db: DB) -> dict[str, Any]:
     return {"agent": await db.read(agents_store.get_agent, key)}
 
 
-@router.post("/api/agents", status_code=201)
+@router.post("/api/agents", status_code=201, responses=UPDATED)
 async def create_agent(
     body: AgentCreate, db: DB, hub: HubDep, response: Response
 ) -> dict[str, Any]:
@@ -83,7 +84,7 @@ async def create_agent(
     return {"agent": agent, "created": created}
 
 
-@router.post("/api/agents/onboard", status_code=201)
+@router.post("/api/agents/onboard", status_code=201, responses=UPDATED)
 async def onboard_agent(
     body: AgentOnboard, db: DB, hub: HubDep, response: Response
 ) -> dict[str, Any]:
@@ -103,7 +104,7 @@ async def onboard_agent(
     return {"agent": agent, "created": created}
 
 
-@router.patch("/api/agents/{key}")
+@router.patch(f"/api/agents/{{key:{AGENT_SEGMENT}}}")
 async def update_agent(key: str, body: AgentUpdate, db: DB, hub: HubDep) -> dict[str, Any]:
     def write(conn: Connection) -> dict[str, Any]:
         agents_store.get_agent(conn, key)  # PATCH edits an agent; it never creates one
@@ -115,7 +116,7 @@ async def update_agent(key: str, body: AgentUpdate, db: DB, hub: HubDep) -> dict
     return {"agent": agent}
 
 
-@router.delete("/api/agents/{key}")
+@router.delete(f"/api/agents/{{key:{AGENT_SEGMENT}}}")
 async def delete_agent(key: str, db: DB, hub: HubDep) -> dict[str, Any]:
     """Delete the agent, its assignment, memberships (subscriptions) and active deliveries."""
     result = await db.write(agents_store.delete_agent, key)

@@ -23,10 +23,11 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import FileResponse, Response
 
 from pal.errors import Invalid, NotFound, PalError
-from pal.server.api.fields import MAX_ID, Limit
+from pal.server.api.fields import ARTIFACT_SEGMENT, MAX_ID, Limit
 from pal.server.artifact_files import (
     artifacts_dir,
     cleanup_once,
+    inside,
     place,
     receive,
     too_large,
@@ -47,6 +48,8 @@ MAX_TTL = 10 * 365 * 86_400
 _TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
 _PARAMETER = r"\s*;\s*[A-Za-z0-9!#$&^_.+-]+=(?:[A-Za-z0-9!#$&^_.+-]+|\"[^\"\\\x00-\x1f\x7f]*\")"
 MIME = re.compile(rf"^({_TOKEN})/({_TOKEN})((?:{_PARAMETER})*)\s*$")
+# What _title accepts, for /openapi.json (the check itself stays in _title, for its message).
+TITLE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
 ArtifactId = Annotated[str, Path(max_length=40, pattern=r"^art_[A-Za-z0-9_-]{1,36}$")]
 AgentFilter = Annotated[str | None, Query(max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
 Before = Annotated[
@@ -160,11 +163,20 @@ async def _computer_id(request: Request, db: DB) -> str | None:
 @router.post(
     "/api/artifacts",
     status_code=201,
+    responses={
+        413: {"description": "the file is over PAL_ARTIFACT_MAX_BYTES"},
+        415: {"description": "a multipart form was sent instead of the file's bytes"},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
-            "description": "the file's bytes, as they are (not a form)",
-            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "the file's bytes, as they are, with any content type but a "
+            "multipart form's (415)",
+            "content": {
+                "application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary", "minLength": 1}
+                }
+            },
         }
     },
 )
@@ -173,10 +185,22 @@ async def upload_artifact(
     db: DB,
     hub: HubDep,
     settings: SettingsDep,
-    title: Annotated[str, Query(min_length=1, max_length=200, description="a name for it")],
+    title: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="a name for it",
+            json_schema_extra={"pattern": TITLE_PATTERN},
+        ),
+    ],
     mime: Annotated[
         str | None,
-        Query(max_length=255, description="its media type; default: the content-type sent"),
+        Query(
+            max_length=255,
+            description="its media type; default: the content-type sent",
+            json_schema_extra={"pattern": r"^\s*" + MIME.pattern[1:]},
+        ),
     ] = None,
     ttl: Annotated[
         int | None,
@@ -294,7 +318,7 @@ async def cleanup(db: DB, hub: HubDep, settings: SettingsDep) -> dict[str, Any]:
     return await cleanup_once(db, settings, hub)
 
 
-@router.get("/api/artifacts/{artifact_id}")
+@router.get(f"/api/artifacts/{{artifact_id:{ARTIFACT_SEGMENT}}}")
 async def get_artifact(request: Request, artifact_id: ArtifactId, db: DB) -> dict[str, Any]:
     """One artifact's metadata, with its status and URL."""
     artifact = await db.read(artifacts_store.get_artifact, artifact_id)
@@ -362,10 +386,10 @@ async def artifact_content(
             },
             status_code=410,
         )
-    path = settings.artifacts_dir / artifact["path"]
     try:
+        path = inside(settings.artifacts_dir, artifact["path"])
         stat = path.stat()
-    except FileNotFoundError:
+    except (FileNotFoundError, ValueError):
         raise Gone(f"artifact {artifact_id}'s file is missing from the server") from None
     headers = {
         **CONTENT_HEADERS,

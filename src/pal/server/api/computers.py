@@ -10,11 +10,11 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from pydantic import Field
+from pydantic import Field, StrictBool
 from sqlalchemy.engine import Connection
 
 from pal.server.api.deliveries import DaemonId
-from pal.server.api.fields import AgentKey, Body
+from pal.server.api.fields import COMPUTER_SEGMENT, AgentKey, Body
 from pal.server.auth import CurrentComputer, require_same
 from pal.server.deps import DB, HubDep, SettingsDep
 from pal.server.hub import Hub
@@ -53,7 +53,7 @@ class RuntimeInfo(Body):
     """One runtime the daemon looked for (codex, claude, ...)."""
 
     name: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][\w.-]*$")]
-    available: bool
+    available: StrictBool
     version: Annotated[str, Field(max_length=200)] | None = None
     path: Annotated[str, Field(max_length=4096)] | None = None
     error: Annotated[str, Field(max_length=2000)] | None = None
@@ -127,7 +127,7 @@ async def list_computers(db: DB) -> dict[str, Any]:
     return {"computers": await db.read(computers_store.list_computers)}
 
 
-@router.get("/api/computers/{computer_id}")
+@router.get(f"/api/computers/{{computer_id:{COMPUTER_SEGMENT}}}")
 async def get_computer(computer_id: str, db: DB) -> dict[str, Any]:
     return {"computer": await db.read(computers_store.show_computer, computer_id)}
 

@@ -12,7 +12,7 @@ from pydantic import AliasChoices, Field
 from sqlalchemy.engine import Connection
 
 from pal.errors import Invalid, NotFound
-from pal.server.api.fields import MAX_ID, AgentKey, Body, Limit, Sender
+from pal.server.api.fields import MAX_ID, WHOLE, AgentKey, Body, Limit, Sender
 from pal.server.deps import DB, HubDep
 from pal.server.hub import Hub
 from pal.server.routing import NewMessage, post_message
@@ -24,7 +24,7 @@ router = APIRouter(tags=["debates"])
 
 MAX_TOPIC_CHARS = 4000
 DEFAULT_TURNS = 6
-DebateId = Annotated[int, Path(le=MAX_ID)]
+DebateId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Status = Literal["running", "completed", "stopped"]
 
 
@@ -38,7 +38,7 @@ class DebateStart(Body):
     )
     a: AgentKey = Field(description="the agent that speaks first (it gets the topic)")
     b: AgentKey = Field(description="the agent that answers a")
-    turns: Annotated[int, Field(ge=1, le=debates_store.MAX_TURNS, strict=True)] = Field(
+    turns: Annotated[int, Field(ge=1, le=debates_store.MAX_TURNS, strict=True), WHOLE] = Field(
         default=DEFAULT_TURNS, description="replies in all, a's and b's together"
     )
     topic: str = Field(

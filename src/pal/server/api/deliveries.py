@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, StrictBool
 from sqlalchemy.engine import Connection
 
-from pal.server.api.fields import MAX_ID, AgentKey, Body, Id, Limit
+from pal.server.api.fields import MAX_ID, WHOLE, AgentKey, Body, Id, Limit
 from pal.server.auth import CurrentComputer
 from pal.server.deps import DB, HubDep, SettingsDep
 from pal.store import agents as agents_store
@@ -20,7 +20,7 @@ router = APIRouter(tags=["deliveries"])
 Status = Literal["pending", "claimed", "acked", "failed", "muted"]
 
 
-DeliveryId = Annotated[int, Path(le=MAX_ID)]
+DeliveryId = Annotated[int, Path(ge=1, le=MAX_ID)]
 # The daemon process, as connect names it (the same rule as there).
 DaemonId = Annotated[
     str,
@@ -31,7 +31,7 @@ DaemonId = Annotated[
     ),
 ]
 # A claim attempt as the claim answered it: claims count from 1.
-Attempt = Annotated[int, Field(ge=1, le=2**31 - 1, strict=True)]
+Attempt = Annotated[int, Field(ge=1, le=2**31 - 1, strict=True), WHOLE]
 ErrorText = Annotated[str, Field(min_length=1, max_length=10_000)]
 
 
@@ -49,7 +49,7 @@ class Fail(Body):
     daemon_id: DaemonId
     attempt: Attempt
     error: ErrorText
-    retry: bool = Field(default=False, description="return it to pending for another claim")
+    retry: StrictBool = Field(default=False, description="return it to pending for another claim")
 
 
 class DeliveryCreate(Body):

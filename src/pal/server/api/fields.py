@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from starlette.convertors import Convertor, register_url_convertor
 
 MAX_CONTENT_CHARS = 65_536
 MAX_PAGE = 1000
@@ -13,13 +15,24 @@ MAX_PAGE = 1000
 MAX_ID = 2**63 - 1
 MAX_JSON_DEPTH = 32
 
+
+def _not_reserved(key: str) -> str:
+    if key == "onboard":
+        raise ValueError("'onboard' cannot be an agent key (POST /api/agents/onboard is taken)")
+    return key
+
+
+# The pattern comes before the validator: after it, pydantic leaves it out of /openapi.json.
 AgentKey = Annotated[
     str,
     Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$",
-        description="1-40 letters, digits, '-' or '_', starting with a letter or digit",
+        description="1-40 letters, digits, '-' or '_', starting with a letter or digit; "
+        "not 'onboard'",
         examples=["codex"],
+        json_schema_extra={"pattern": r"^(?!onboard$)[A-Za-z0-9][A-Za-z0-9_-]{0,39}$"},
     ),
+    AfterValidator(_not_reserved),
 ]
 
 
@@ -29,14 +42,16 @@ def _not_an_id(name: str) -> str:
     return name
 
 
+# The pattern comes before the validator: after it, pydantic leaves it out of /openapi.json.
 RoomName = Annotated[
     str,
-    AfterValidator(_not_an_id),
     Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$",
         description="1-80 letters, digits, '.', '-' or '_'; must not start with 'room_'",
         examples=["general"],
+        json_schema_extra={"pattern": r"^(?!room_)[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"},
     ),
+    AfterValidator(_not_an_id),
 ]
 Sender = Annotated[
     str,
@@ -60,8 +75,20 @@ Content = Annotated[
 Mode = Literal["mentions", "all", "periodic", "muted", "off"]
 Runtime = Literal["codex", "claude", "command", "neeko", "coco"]
 Limit = Annotated[int, Field(ge=1, le=MAX_PAGE)]
+
+
+def _whole(value: Any) -> Any:
+    # JSON (and JSON Schema's "integer") does not tell 5.0 from 5; strings and booleans stay
+    # refused by strict=True.
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return value
+
+
+WHOLE = BeforeValidator(_whole)
+"""With ``strict=True``: an integer in a JSON body, also when written ``5.0``."""
 # A positive id in a JSON body: a real integer (not a string or a boolean) that fits 64 bits.
-Id = Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID, strict=True), WHOLE]
 
 
 def _storable(value: Any, depth: int = 0) -> None:
@@ -107,3 +134,30 @@ class Body(BaseModel):
         if any(isinstance(v, str) and "\x00" in v for v in items):
             raise ValueError("must not contain NUL (\\u0000) characters")
         return value
+
+
+class _Segment(Convertor[str]):
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+def segment_except(name: str, *reserved: str) -> str:
+    """Register a path convertor ``name`` for one segment that is none of ``reserved``, and
+    return it for a path (``{key:<name>}``). Where a literal path (``POST
+    /api/agents/onboard``) sits beside a templated one (``GET /api/agents/{key}``), the
+    literal word then does not reach the templated routes: ``GET /api/agents/onboard`` is a
+    405 that names POST, as /openapi.json says, not a lookup of an agent called onboard."""
+
+    class SegmentExcept(_Segment):
+        regex = "".join(f"(?!{re.escape(word)}$)" for word in reserved) + "[^/]+"
+
+    register_url_convertor(name, SegmentExcept())
+    return name
+
+
+AGENT_SEGMENT = segment_except("agent_key", "onboard")
+COMPUTER_SEGMENT = segment_except("computer_id", "provision", "connect")
+ARTIFACT_SEGMENT = segment_except("artifact_id", "cleanup")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 import pal
 from pal.server.deps import DB
@@ -29,7 +29,12 @@ def index() -> dict[str, Any]:
 
 
 @router.get("/health")
-async def health(db: DB) -> ORJSONResponse:
-    """Liveness and database reachability."""
+async def health(request: Request, db: DB) -> ORJSONResponse:
+    """Liveness and database reachability; on PostgreSQL, ``replicas.listening`` says
+    whether this process hears the other server processes' events (server/replicas.py)."""
     await db.read(_ping)
-    return ORJSONResponse({"ok": True, "version": pal.__version__, "database": db.dialect})
+    answer: dict[str, Any] = {"ok": True, "version": pal.__version__, "database": db.dialect}
+    replicas = getattr(request.app.state, "replicas", None)
+    if replicas is not None:
+        answer["replicas"] = {"listening": replicas.listening}
+    return ORJSONResponse(answer)

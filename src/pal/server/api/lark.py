@@ -12,6 +12,7 @@ from pal.errors import PalError
 from pal.lark.manager import LarkManager
 from pal.server.api.fields import Body, Limit
 from pal.server.deps import DB
+from pal.server.openapi import UPDATED
 from pal.store import lark as lark_store
 
 router = APIRouter(tags=["lark"])
@@ -81,7 +82,10 @@ async def lark_events(
     return {"events": events}
 
 
-@router.post("/api/lark/send")
+@router.post(
+    "/api/lark/send",
+    responses={502: {"description": "Lark refused the message or could not be reached"}},
+)
 async def lark_send(body: LarkSend, lark: Lark) -> dict[str, Any]:
     """Send a text message through a bot (404 for a bot not in lark.json; 502 with Lark's
     code and message when Lark refuses)."""
@@ -108,7 +112,7 @@ async def list_lark_users(db: DB) -> dict[str, Any]:
     return {"users": await db.read(lark_store.list_lark_users)}
 
 
-@router.post("/api/lark-users", status_code=201)
+@router.post("/api/lark-users", status_code=201, responses=UPDATED)
 async def add_lark_user(body: LarkUserAdd, db: DB, response: Response) -> dict[str, Any]:
     """Authorize a Lark user (201), or rename one already authorized (200)."""
     user, created = await db.write(lark_store.add_lark_user, body.user_id, body.name.strip())

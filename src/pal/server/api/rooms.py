@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from pal.errors import Invalid
 from pal.server.api.fields import AgentKey, Body, JSONObject, Mode, RoomName
 from pal.server.deps import DB, HubDep
+from pal.server.openapi import UPDATED
 from pal.store import agents as agents_store
 from pal.store import digests as digests_store
 from pal.store import messages as messages_store
@@ -19,15 +20,29 @@ from pal.store import rooms as rooms_store
 router = APIRouter(tags=["rooms"])
 
 
+# What _validate_settings checks, for /openapi.json.
+SETTINGS_SCHEMA: dict[str, Any] = {
+    "properties": {
+        "hop_limit": {"type": ["integer", "null"], "minimum": 0},
+        "digest_period": {
+            "type": ["integer", "null"],
+            "minimum": digests_store.MIN_PERIOD,
+            "maximum": digests_store.MAX_PERIOD,
+        },
+    }
+}
+
+
 class RoomCreate(Body):
     name: RoomName
     kind: Annotated[str, Field(pattern=r"^(room|lark)$")] = "room"
-    settings: JSONObject = Field(default_factory=dict)
+    settings: JSONObject = Field(default_factory=dict, json_schema_extra=SETTINGS_SCHEMA)
 
 
 class RoomUpdate(Body):
     settings: JSONObject = Field(
-        description="settings to change: hop_limit, digest_period; null resets one to its default"
+        description="settings to change: hop_limit, digest_period; null resets one to its default",
+        json_schema_extra={**SETTINGS_SCHEMA, "additionalProperties": False},
     )
 
 
@@ -69,6 +84,12 @@ def _whole(value: Any) -> bool:
 
 
 def _validate_settings(settings: dict[str, Any]) -> None:
+    """Check the settings pal reads; a whole number sent as ``5.0`` is kept as ``5`` (JSON
+    does not tell them apart)."""
+    for name in SETTINGS:
+        value = settings.get(name)
+        if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+            settings[name] = int(value)
     hop = settings.get("hop_limit")
     if hop is not None and (not _whole(hop) or hop < 0):
         raise Invalid("settings.hop_limit must be a whole number >= 0")
@@ -157,7 +178,7 @@ async def list_mentionables(room: str, db: DB) -> dict[str, Any]:
     return await db.read(read)
 
 
-@router.post("/api/rooms/{room}/agents")
+@router.post("/api/rooms/{room}/agents", status_code=201, responses=UPDATED)
 async def invite_agent(
     room: str, body: AgentInvite, db: DB, hub: HubDep, response: Response
 ) -> dict[str, Any]:

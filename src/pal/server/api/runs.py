@@ -10,15 +10,16 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from sqlalchemy.engine import Connection
 
 from pal.errors import NotFound, PalError
 from pal.server.api.deliveries import Attempt, DaemonId, ErrorText
-from pal.server.api.fields import MAX_ID, Body, Id, JSONObject, Limit, Runtime
+from pal.server.api.fields import MAX_ID, WHOLE, Body, Id, JSONObject, Limit, Runtime
 from pal.server.auth import CurrentComputer
 from pal.server.deps import DB, HubDep, SettingsDep
 from pal.server.hub import Hub
+from pal.server.openapi import UPDATED
 from pal.store import rooms as rooms_store
 from pal.store import run_actions as actions_store
 from pal.store import run_output as output_store
@@ -27,10 +28,10 @@ from pal.store.tables import utcnow
 
 router = APIRouter(tags=["runs"])
 
-RunId = Annotated[int, Path(le=MAX_ID)]
-ActionId = Annotated[int, Path(le=MAX_ID)]
+RunId = Annotated[int, Path(ge=1, le=MAX_ID)]
+ActionId = Annotated[int, Path(ge=1, le=MAX_ID)]
 RunStatus = Literal["running", "completed", "failed", "killed", "lost"]
-Pid = Annotated[int, Field(ge=1, le=2**31 - 1, strict=True)]
+Pid = Annotated[int, Field(ge=1, le=2**31 - 1, strict=True), WHOLE]
 RequestedBy = Annotated[str, Field(min_length=1, max_length=80)]
 # Filters: what an agent key or a computer id can be (so odd bytes are a 422, not a query).
 AgentFilter = Annotated[str | None, Query(max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
@@ -52,7 +53,7 @@ class RunStart(Body):
     daemon_id: DaemonId
     session_id: Id | None = None
     runtime: Runtime | None = Field(default=None, description="default: the agent's runtime")
-    dry_run: bool = False
+    dry_run: StrictBool = False
     pid: Pid | None = None
     restart_of: Id | None = Field(default=None, description="the run this one restarts")
 
@@ -63,7 +64,7 @@ class PidReport(Body):
 
 class RunFinish(Body):
     status: Literal["completed", "failed", "killed"]
-    exit_code: Annotated[int, Field(ge=-(2**31), le=2**31 - 1, strict=True)] | None = None
+    exit_code: Annotated[int, Field(ge=-(2**31), le=2**31 - 1, strict=True), WHOLE] | None = None
     error: ErrorText | None = None
     usage: JSONObject | None = None
 
@@ -82,7 +83,7 @@ def publish_run(hub: Hub, run: dict[str, Any]) -> None:
     )
 
 
-@router.post("/api/runs", status_code=201)
+@router.post("/api/runs", status_code=201, responses=UPDATED)
 async def start_run(
     body: RunStart,
     computer: CurrentComputer,
@@ -249,7 +250,7 @@ MAX_BATCH_CHARS = 4 * MAX_CHUNK_CHARS
 MAX_OUTPUT_BODY = 32 * 1024 * 1024
 MAX_OUTPUT_PAGE = 5000
 
-Seq = Annotated[int, Field(ge=0, le=MAX_ID, strict=True)]
+Seq = Annotated[int, Field(ge=0, le=MAX_ID, strict=True), WHOLE]
 Stream = Literal["stdout", "stderr"]
 
 

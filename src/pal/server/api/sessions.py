@@ -13,6 +13,7 @@ from pal.errors import Invalid
 from pal.server.api.fields import MAX_ID, AgentKey, Body, Id, Runtime
 from pal.server.api.runs import AgentFilter
 from pal.server.deps import DB
+from pal.server.openapi import UPDATED
 from pal.store import agents as agents_store
 from pal.store import rooms as rooms_store
 from pal.store import runs as runs_store
@@ -20,7 +21,7 @@ from pal.store import sessions as sessions_store
 
 router = APIRouter(tags=["sessions"])
 
-SessionId = Annotated[int, Path(le=MAX_ID)]
+SessionId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Cwd = Annotated[str, Field(min_length=1, max_length=4096)]
 
 
@@ -50,7 +51,7 @@ async def list_sessions(
     return await db.read(read)
 
 
-@router.post("/api/sessions", status_code=201)
+@router.post("/api/sessions", status_code=201, responses=UPDATED)
 async def ensure_session(body: SessionEnsure, db: DB, response: Response) -> dict[str, Any]:
     """The agent's session in the room (and topic): 201 when made now, 200 when it existed."""
 

@@ -25,6 +25,7 @@ from pal.errors import Invalid, Unauthorized
 from pal.server import access
 from pal.server.api import health
 from pal.server.api.fields import MAX_ID, MAX_PAGE
+from pal.server.auth_failures import AuthFailures, client_address
 from pal.server.deps import DB
 from pal.server.responses import ORJSONResponse
 from pal.store import messages as messages_store
@@ -104,9 +105,14 @@ class Login(BaseModel):
 @router.post("/api/workbench/login", status_code=204, response_class=Response)
 async def login(body: Login, request: Request) -> Response:
     """Sign the workbench in with the admin token: sets the session cookie (HttpOnly,
-    SameSite=Strict, Secure over HTTPS) for seven days."""
+    SameSite=Strict, Secure over HTTPS) for seven days. A wrong token counts as a failed
+    authentication of the client's address (429 after too many)."""
     token: str = request.app.state.admin_token
+    failures: AuthFailures = request.app.state.auth_failures
+    address = client_address(request.scope)
+    failures.check(address)
     if not hmac.compare_digest(body.token.strip().encode(), token.encode()):
+        failures.record(address)
         raise Unauthorized(
             "that is not the admin token: copy it from $PAL_HOME/admin.token on the server "
             "(or PAL_ADMIN_TOKEN)"
@@ -150,12 +156,12 @@ def parse_reads(reads: list[str]) -> dict[str, int]:
     last_read: dict[str, int] = {}
     for value in reads:
         match = READ.match(value)
-        if match is None or int(match[2]) > MAX_ID:
+        if match is None:
             raise Invalid(
                 f"read must be '<room id or name>:<last read message id>' "
                 f"(like 'general:120'), got {value[:100]!r}"
             )
-        last_read[match[1]] = int(match[2])
+        last_read[match[1]] = min(int(match[2]), MAX_ID)  # past the last id: all read
     return last_read
 
 
@@ -167,6 +173,7 @@ async def unread(
         Query(
             max_length=MAX_PAGE,
             description="'<room id or name>:<last read message id>', once per room",
+            json_schema_extra={"items": {"type": "string", "pattern": READ.pattern}},
         ),
     ] = [],  # noqa: B006 (FastAPI copies defaults)
 ) -> dict[str, Any]:
