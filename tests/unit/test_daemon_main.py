@@ -289,7 +289,7 @@ async def test_stopping_while_connect_hangs_exits_at_once() -> None:
     assert await asyncio.wait_for(running, 5) == 0
 
 
-@pytest.mark.parametrize("status", [500, 503])
+@pytest.mark.parametrize("status", [429, 500, 503])
 async def test_a_server_error_at_connect_is_retried_not_fatal(status: int) -> None:
     fake = FakeServer()
     fake.pending["codex"] = [1]

@@ -20,7 +20,8 @@ import httpx
 
 import pal
 
-RETRYABLE_STATUS = frozenset({502, 503, 504})
+# 429: too many failed authentications from this address (server/auth_failures.py): wait.
+RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
