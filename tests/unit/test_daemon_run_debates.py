@@ -3,35 +3,20 @@ run's agent (never another), in the run's room unless the run names one."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
-import pytest
 
-from pal.daemon.local_api import RunCredentials, create_local_app
-from pal.daemon.server_api import ServerApi
-from tests.unit.test_daemon_run_credentials import SCOPE, TOKEN, FakeServer, bearer
+from pal.daemon.local_api import RunCredentials
+from tests.unit.test_daemon_run_credentials import (  # the fixtures too
+    SCOPE,
+    TOKEN,
+    FakeServer,
+    bearer,
+    credentials,
+    fake,
+    local,
+)
 
-
-@pytest.fixture
-def fake() -> FakeServer:
-    return FakeServer()
-
-
-@pytest.fixture
-def credentials() -> RunCredentials:
-    return RunCredentials()
-
-
-@pytest.fixture
-async def local(fake: FakeServer, credentials: RunCredentials) -> AsyncIterator[httpx.AsyncClient]:
-    api = ServerApi("http://server.test", "sk_machine_x", transport=httpx.MockTransport(fake))
-    app = create_local_app(api, TOKEN, lambda: {}, credentials)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app), base_url="http://127.0.0.1:4137"
-    ) as client:
-        yield client
-    await api.aclose()
+__all__ = ["credentials", "fake", "local"]  # fixtures pytest finds here
 
 
 DEBATE = {"a": "codex", "b": "reviewer", "topic": "t"}

@@ -297,7 +297,7 @@ class LarkManager:
         return {"config": str(self.path), "error": self._error, "bots": bots}
 
     async def record_event(self, bot: BotConfig, event: dict[str, Any]) -> None:
-        """The handler used until a bridge handles events: keep the event (outcome
+        """The handler of a manager built without a bridge (tests): keep the event (outcome
         ``ignored``) so ``pal console lark events`` shows it."""
         row = await self.db.write(
             lambda conn: lark_store.record_event(
