@@ -151,14 +151,12 @@ class LarkConnection:
             return
         run, dispatch = self._tasks
         run.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await run
+        await asyncio.gather(run, return_exceptions=True)
         if not dispatch.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._events.join(), self._stop_timeout)
         dispatch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await dispatch
+        await asyncio.gather(dispatch, return_exceptions=True)
         self._tasks = []
         if self._state != "failed":
             self._state = "stopped"
@@ -330,8 +328,9 @@ class LarkConnection:
             dead = await self._read(ws)
         finally:
             pinger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pinger
+            # gather, not suppress(CancelledError): a stop() arriving right now must cancel
+            # this task too, not be swallowed with the pinger's cancellation.
+            await asyncio.gather(pinger, return_exceptions=True)
             self._ws = None
             if dead:  # no close handshake with a peer that does not answer
                 ws.transport.abort()
